@@ -1,0 +1,138 @@
+"""Shared fixtures: the built shim, a private gradeflow home, a real Prefect server.
+
+The Prefect server is started once per session on 127.0.0.1 with its own
+PREFECT_HOME and SQLite database, so CLI subprocesses and in-process flows
+talk to a long-lived server instead of each starting a temporary one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Iterator[Path]:
+    """A 0755 session directory (graders run as uid 65534 and must traverse it)."""
+    path = Path(tempfile.mkdtemp(prefix="gradeflow-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shim_artifact(session_dir: Path):  # type: ignore[no-untyped-def]
+    """The shim built by gradeflow's own builder, once per session."""
+    from gradeflow import build_shim
+    from gradeflow._settings import default_shim_source
+
+    if shutil.which("cargo") is None:
+        pytest.skip("cargo is not installed")
+    artifact, _ = build_shim(default_shim_source(), session_dir / "shim-cache")
+    return artifact
+
+
+@pytest.fixture
+def gradeflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("gradeflow-home")
+    home.chmod(0o755)
+    for parent in home.parents:
+        if str(parent).startswith(tempfile.gettempdir()) and parent != Path(tempfile.gettempdir()):
+            parent.chmod(0o755)
+    return home
+
+
+@pytest.fixture(scope="session")
+def prefect_server(session_dir: Path) -> Iterator[str]:
+    """A real ``prefect server start`` on 127.0.0.1; yields its API URL."""
+    port = free_port()
+    home = session_dir / "prefect-home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = open(session_dir / "prefect-server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.fail(
+                "prefect server did not start: "
+                + (session_dir / "prefect-server.log").read_text()[-2000:]
+            )
+        time.sleep(0.25)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture
+def prefect_api(prefect_server: str) -> Iterator[str]:
+    """Point this process's Prefect client at the session server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+
+
+@pytest.fixture
+def cli_env(prefect_server: str, gradeflow_home: Path, session_dir: Path) -> dict[str, str]:
+    """Environment for ``gradeflow`` subprocesses: the session server and a private home."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("GRADEFLOW_", "PREFECT_"))
+    }
+    env.update(
+        PREFECT_API_URL=prefect_server,
+        PREFECT_HOME=str(session_dir / "prefect-client-home"),
+        GRADEFLOW_HOME=str(gradeflow_home),
+        # the shim binary cache is shared across tests so cargo runs once
+        GRADEFLOW_SHIM_CACHE=str(session_dir / "shim-cache"),
+    )
+    return env
