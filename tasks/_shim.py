@@ -1,0 +1,66 @@
+"""The ``build_shim`` task: cargo once per source hash, then a cache hit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from prefect import get_run_logger, task
+from prefect.context import TaskRunContext
+
+from gradeflow import ShimArtifact, ShimBuildError
+from gradeflow import build_shim as build_shim_core
+from gradeflow._shim_build import shim_source_hash
+
+__all__ = ["build_shim"]
+
+
+def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    source = Path(parameters["source"])
+    key = f"shim-{shim_source_hash(source)}-{parameters['package_image']}"
+    # A cache hit must still point at a binary on this machine.
+    record = Path(parameters["cache_dir"]) / shim_source_hash(source)[:32] / "gradeflow-shim"
+    return key if record.is_file() else f"{key}-missing-{context.task_run.id}"
+
+
+@task(
+    name="build_shim",
+    cache_key_fn=_cache_key,
+    persist_result=True,
+    timeout_seconds=900,
+    retries=0,
+)
+async def build_shim(
+    source: str, cache_dir: str, cargo: str = "cargo", package_image: bool = False
+) -> ShimArtifact:
+    """Build (or reuse) the static shim and, with a Docker engine, its scratch image."""
+    logger = get_run_logger()
+    artifact, built = await anyio.to_thread.run_sync(
+        lambda: build_shim_core(Path(source), Path(cache_dir), cargo=cargo)
+    )
+    logger.info(
+        "shim %s: sha256 %s, %d bytes, %s",
+        "built" if built else "reused",
+        artifact.sha256[:16],
+        artifact.size,
+        artifact.target,
+    )
+    if package_image:
+        artifact = await anyio.to_thread.run_sync(_package, artifact)
+        logger.info("shim image %s", artifact.image)
+    return artifact
+
+
+def _package(artifact: ShimArtifact) -> ShimArtifact:
+    import docker
+
+    from gradeflow._shim_build import record_image
+    from gradeflow._shim_image import package_shim_image
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise ShimBuildError(f"no Docker engine to package the shim image: {exc}") from exc
+    return record_image(artifact, package_shim_image(artifact, client))
