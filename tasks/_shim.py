@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,14 @@ __all__ = ["build_shim"]
 
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    source = Path(parameters["source"])
-    key = f"shim-{shim_source_hash(source)}-{parameters['package_image']}"
+    """Source hash + which cache directory + image flag; a miss if the binary is gone."""
+    source_hash = shim_source_hash(Path(parameters["source"]))
+    cache_dir = Path(parameters["cache_dir"]).resolve()
+    where = hashlib.sha256(str(cache_dir).encode()).hexdigest()[:16]
+    key = f"shim-{source_hash}-{where}-{parameters['package_image']}"
     # A cache hit must still point at a binary on this machine.
-    record = Path(parameters["cache_dir"]) / shim_source_hash(source)[:32] / "gradeflow-shim"
-    return key if record.is_file() else f"{key}-missing-{context.task_run.id}"
+    binary = cache_dir / source_hash[:32] / "gradeflow-shim"
+    return key if binary.is_file() else f"{key}-missing-{context.task_run.id}"
 
 
 @task(
