@@ -198,7 +198,11 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
         stages = [f"{row[k]:.0f}" if k in row else "—"
                   for k in ("upload_ms", "launch_ms", "ready_ms", "run_ms", "parse_ms")]  # fmt: skip
         grader_cell = f"{grader:.0f}" if grader is not None else "—"
-        print(f"| {name} | {row['wall']:.0f} | {grader_cell} | {overhead} | " + " | ".join(stages) + " |")
+        print(
+            f"| {name} | {row['wall']:.0f} | {grader_cell} | {overhead} | "
+            + " | ".join(stages)
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def example_cases() -> list[tuple[str, str, dict[str, object]]]:
     return cases
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [GRADEFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout
     )
