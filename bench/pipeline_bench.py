@@ -195,15 +195,11 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
     for name, row in rows.items():
         grader = row.get("grader")
         overhead = f"{row['wall'] - grader:.0f}" if grader is not None else "—"
-        stages = [f"{row[k]:.0f}" if k in row else "—"
-                  for k in ("upload_ms", "launch_ms", "ready_ms", "run_ms", "parse_ms")]  # fmt: skip
+        keys = ("upload_ms", "launch_ms", "ready_ms", "run_ms", "parse_ms")
+        stages = [f"{row[k]:.0f}" if k in row else "—" for k in keys]
         grader_cell = f"{grader:.0f}" if grader is not None else "—"
-        print(
-            f"| {name} | {row['wall']:.0f} | {grader_cell} | {overhead} | "
-            + " | ".join(stages)
-            + " |"
-        )
-
+        cells = [name, f"{row['wall']:.0f}", grader_cell, overhead, *stages]
+        print("| " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()
