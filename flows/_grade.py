@@ -42,8 +42,12 @@ __all__ = ["build_shim_flow", "grade_submission"]
 
 
 @flow(name="build-shim", log_prints=False)
-async def build_shim_flow(package_image: bool = False) -> ShimArtifact:
-    """Build the static shim (cached by its sources) and optionally its scratch image."""
+async def build_shim_flow(package_image: bool | None = None) -> ShimArtifact:
+    """Build the static shim (cached by its sources) and its ``FROM scratch`` image.
+
+    ``package_image``: None packages the image where a Docker engine answers,
+    True requires one, False never packages.
+    """
     settings = Settings()
     return await build_shim(
         str(settings.shim_source),

@@ -216,7 +216,13 @@ async def _grade_all(
 
 @shim_app.command("build")
 def shim_build(
-    image: Annotated[bool, typer.Option(help="Also package a FROM scratch image.")] = False,
+    image: Annotated[
+        bool | None,
+        typer.Option(
+            "--image/--no-image",
+            help="Package the FROM scratch image (default: where a Docker engine answers).",
+        ),
+    ] = None,
 ) -> None:
     """Build the static shim (reused when its sources are unchanged)."""
     from flows._grade import build_shim_flow

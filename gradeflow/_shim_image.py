@@ -14,13 +14,25 @@ from typing import Any
 from ._errors import InfraError
 from ._shim_build import ShimArtifact
 
-__all__ = ["SHIM_IMAGE_REPOSITORY", "package_shim_image", "shim_image_tag"]
+__all__ = ["SHIM_IMAGE_REPOSITORY", "docker_client_or_none", "package_shim_image", "shim_image_tag"]
 
 SHIM_IMAGE_REPOSITORY = "gradeflow/shim"
 _DOCKERFILE = b"""FROM scratch
 COPY gradeflow-shim /gradeflow-shim
 ENTRYPOINT ["/gradeflow-shim"]
 """
+
+
+def docker_client_or_none(timeout_s: int = 3) -> Any:
+    """A docker SDK client when an engine answers, else None (no engine is not an error here)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout_s)
+        client.ping()
+    except Exception:
+        return None
+    return client
 
 
 def shim_image_tag(artifact: ShimArtifact) -> str:

@@ -12,7 +12,8 @@ from prefect.context import TaskRunContext
 
 from gradeflow import ShimArtifact, ShimBuildError
 from gradeflow import build_shim as build_shim_core
-from gradeflow._shim_build import shim_source_hash
+from gradeflow._shim_build import record_image, shim_source_hash
+from gradeflow._shim_image import docker_client_or_none, package_shim_image
 
 __all__ = ["build_shim"]
 
@@ -36,9 +37,12 @@ def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     retries=0,
 )
 async def build_shim(
-    source: str, cache_dir: str, cargo: str = "cargo", package_image: bool = False
+    source: str, cache_dir: str, cargo: str = "cargo", package_image: bool | None = False
 ) -> ShimArtifact:
-    """Build (or reuse) the static shim and, with a Docker engine, its scratch image."""
+    """Build (or reuse) the static shim and, with a Docker engine, its scratch image.
+
+    ``package_image``: True requires an engine, None packages where one answers.
+    """
     logger = get_run_logger()
     artifact, built = await anyio.to_thread.run_sync(
         lambda: build_shim_core(Path(source), Path(cache_dir), cargo=cargo)
@@ -50,21 +54,20 @@ async def build_shim(
         artifact.size,
         artifact.target,
     )
-    if package_image:
-        artifact = await anyio.to_thread.run_sync(_package, artifact)
-        logger.info("shim image %s", artifact.image)
+    if package_image is not False:
+        packaged = await anyio.to_thread.run_sync(_package, artifact, package_image is True)
+        if packaged is not None:
+            artifact = packaged
+            logger.info("shim image %s", artifact.image)
+        else:
+            logger.info("no Docker engine answers: shim image not packaged")
     return artifact
 
 
-def _package(artifact: ShimArtifact) -> ShimArtifact:
-    import docker
-
-    from gradeflow._shim_build import record_image
-    from gradeflow._shim_image import package_shim_image
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise ShimBuildError(f"no Docker engine to package the shim image: {exc}") from exc
+def _package(artifact: ShimArtifact, required: bool) -> ShimArtifact | None:
+    client = docker_client_or_none()
+    if client is None:
+        if required:
+            raise ShimBuildError("no Docker engine answers: cannot package the shim image")
+        return None
     return record_image(artifact, package_shim_image(artifact, client))
