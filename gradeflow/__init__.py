@@ -24,6 +24,7 @@ from ._models import (
     ResourceUsage,
     ShimEnvelope,
     StageTimings,
+    StudentFeedback,
     TestResult,
 )
 from ._settings import Settings
@@ -53,6 +54,7 @@ __all__ = [
     "ShimEnvelope",
     "StageTimings",
     "StorageError",
+    "StudentFeedback",
     "TestResult",
     "__version__",
     "build_shim",

@@ -9,6 +9,7 @@ Example::
     id = "py-fizzbuzz"
     title = "FizzBuzz in Python"
     results_format = "gradescope"
+    layout = "gradeflow"          # or "coursera" (/shared) or "gradescope" (/autograder)
 
     [grader]
     image = "gradeflow-examples/py-fizzbuzz:latest"
@@ -25,11 +26,12 @@ import hashlib
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import ConfigurationError
-from ._models import Identifier, Limits, ResultsFormat
+from ._models import Identifier, LayoutName, Limits, ResultsFormat
 
 __all__ = ["Assignment", "GraderSpec", "load_assignment"]
 
@@ -53,6 +55,16 @@ class GraderSpec(BaseModel):
         description="Command of the local backend; '{grader}' is the grader directory.",
     )
     directory: str = Field("grader", description="Grader directory, relative to the assignment.")
+    run_as_root: bool = Field(
+        False,
+        description="Keep uid 0 in the sandbox (no capabilities still); for graders that "
+        "insist on root, e.g. some Gradescope autograders. Never for untrusted code locally.",
+    )
+    part_id: str | None = Field(
+        None,
+        max_length=128,
+        description="Coursera partId handed to a coursera-layout grader (default: the id).",
+    )
 
 
 class Assignment(BaseModel):
@@ -63,6 +75,11 @@ class Assignment(BaseModel):
     id: Identifier
     title: str = Field(max_length=300)
     results_format: ResultsFormat = "auto"
+    layout: LayoutName = Field(
+        "gradeflow",
+        description="The tree the grader expects: gradeflow's /grading, Coursera's /shared "
+        "or Gradescope's /autograder.",
+    )
     submission_filename: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
@@ -71,6 +88,24 @@ class Assignment(BaseModel):
     grader: GraderSpec = GraderSpec()
     limits: Limits = Limits()
     root: Path = Field(description="The assignment directory (set by the loader).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_follows_layout(cls, data: Any) -> Any:
+        """A coursera or gradescope layout reads its own results file, so it fixes the format."""
+        if not isinstance(data, dict):
+            return data
+        layout = data.get("layout", "gradeflow")
+        if layout in ("coursera", "gradescope"):
+            fmt = data.get("results_format", "auto")
+            if fmt == "auto":
+                return {**data, "results_format": layout}
+            if fmt != layout:
+                raise ValueError(
+                    f"layout {layout!r} reads {layout} results; results_format {fmt!r} "
+                    "cannot apply (leave it out or set it to the layout's)"
+                )
+        return data
 
     @property
     def grader_dir(self) -> Path:

@@ -30,12 +30,15 @@ __all__ = [
     "GradeStatus",
     "GraderIdentity",
     "Identifier",
+    "LayoutName",
     "Limits",
     "ResourceUsage",
     "ResultsFormat",
     "ShimEnvelope",
     "StageTimings",
+    "StudentFeedback",
     "TestResult",
+    "Visibility",
 ]
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
@@ -45,6 +48,10 @@ Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Backend = Literal["local", "docker", "ecs"]
 ResultsFormat = Literal["auto", "gradescope", "coursera", "prairielearn"]
 FeedbackType = Literal["text", "html", "markdown"]
+LayoutName = Literal["gradeflow", "coursera", "gradescope"]
+"""Which in-sandbox tree a grader expects (see ``gradeflow._layouts``)."""
+Visibility = Literal["visible", "hidden", "after_due_date", "after_published"]
+"""Gradescope's visibility levels: when students may see a test, the score or stdout."""
 
 
 class GradeStatus(enum.StrEnum):
@@ -161,7 +168,7 @@ class TestResult(_Frozen):
     max_score: float | None = None
     status: Literal["passed", "failed"] | None = None
     output: str = ""
-    visibility: Literal["visible", "hidden", "after_due_date", "after_published"] = "visible"
+    visibility: Visibility = "visible"
 
 
 class StageTimings(_Frozen):
@@ -211,6 +218,12 @@ class GradeResult(_Frozen):
     feedback: str = ""
     feedback_type: FeedbackType = "text"
     tests: tuple[TestResult, ...] = ()
+    visibility: Visibility = Field(
+        "visible", description="When students may see the result at all (Gradescope's top level)."
+    )
+    stdout_visibility: Visibility | None = Field(
+        None, description="When students may see the grader's stdout; None: never (staff only)."
+    )
     submission_sha256: str
     grader: GraderIdentity
     shim_sha256: str
@@ -221,3 +234,28 @@ class GradeResult(_Frozen):
     backend: Backend
     run_id: str = Field(description="The backend's id for the run (dir, container, task ARN).")
     graded_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def student_view(self, *, after_due_date: bool, published: bool) -> StudentFeedback:
+        """What a student may see of this result now (see ``gradeflow._visibility``)."""
+        from ._visibility import student_view  # the rules live beside their tests' subject
+
+        return student_view(self, after_due_date=after_due_date, published=published)
+
+
+class StudentFeedback(_Frozen):
+    """The student-facing part of a `GradeResult`: hidden tests and staff detail left out.
+
+    ``results_hidden`` is set when the result's own visibility withholds the
+    score and every test (Gradescope's top-level ``visibility``); the student
+    then sees only that the submission was graded.
+    """
+
+    status: GradeStatus
+    results_hidden: bool = False
+    score: float | None = None
+    max_score: float | None = None
+    fraction: float | None = Field(None, ge=0, le=1)
+    feedback: str = ""
+    feedback_type: FeedbackType = "text"
+    tests: tuple[TestResult, ...] = ()
+    stdout: str = ""

@@ -171,6 +171,7 @@ def make_job(
         assignment=assignment,
         submission_id=request.submission,
         attempt=request.attempt,
+        student=request.student,
         submission_file=prepared.local_path,
         submission_filename=(
             assignment.submission_filename
@@ -236,6 +237,8 @@ def result_from_output(
         feedback=outcome.feedback,
         feedback_type=outcome.feedback_type,
         tests=outcome.tests,
+        visibility=outcome.visibility,
+        stdout_visibility=outcome.stdout_visibility,
         submission_sha256=job.submission_sha256,
         grader=launcher.grader_identity(job.assignment),
         shim_sha256=job.shim.sha256,

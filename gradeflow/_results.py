@@ -25,6 +25,7 @@ stored results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -32,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from ._models import FeedbackType, GradeStatus, ResultsFormat, ShimEnvelope, TestResult
+from ._models import FeedbackType, GradeStatus, ResultsFormat, ShimEnvelope, TestResult, Visibility
 
 __all__ = [
     "RESULT_FILES",
@@ -60,7 +61,7 @@ _PRIMARY: dict[ResultsFormat, tuple[str, ...]] = {
 
 _OOM_RSS_FRACTION = 0.9
 _VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
-_Visibility = Literal["visible", "hidden", "after_due_date", "after_published"]
+_Visibility = Visibility
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class ParsedOutcome:
     feedback: str = ""
     feedback_type: FeedbackType = "text"
     tests: tuple[TestResult, ...] = ()
+    visibility: Visibility = "visible"
+    stdout_visibility: Visibility | None = None
 
 
 def detect_format(data: Any) -> ResultsFormat:
@@ -333,7 +336,7 @@ def _parse_gradescope(data: dict[str, Any], caps: TextCaps) -> ParsedOutcome:
     if max_score is not None and max_score > 0:
         fraction = min(max(score / max_score, 0.0), 1.0)  # extra credit may exceed max_score
     feedback_type = _gradescope_format(_string(data, "output_format"))
-    return _graded(
+    outcome = _graded(
         score=score,
         max_score=max_score,
         fraction=fraction,
@@ -341,6 +344,12 @@ def _parse_gradescope(data: dict[str, Any], caps: TextCaps) -> ParsedOutcome:
         feedback_type=feedback_type,
         tests=tests,
         caps=caps,
+    )
+    stdout_visibility = (
+        _visibility(data, "stdout_visibility", "hidden") if "stdout_visibility" in data else None
+    )
+    return dataclasses.replace(
+        outcome, visibility=default_visibility, stdout_visibility=stdout_visibility
     )
 
 

@@ -92,14 +92,22 @@ def shim_command(
     ready_timeout_s: float,
     environment: Mapping[str, str],
     require_no_network: bool = False,
+    workdir: PurePosixPath | None = None,
+    keep_root: bool = False,
 ) -> list[str]:
-    """The full argv: the shim, its flags from ``limits``, ``--``, then the grader."""
+    """The full argv: the shim, its flags from ``limits``, ``--``, then the grader.
+
+    ``workdir`` (default: the contract's ``work/``) is the grader's cwd, which
+    a layout may move (gradescope: ``/autograder``). ``keep_root`` is the
+    assignment's explicit ``run_as_root`` opt-in: uid 0 stays, but with no
+    capabilities, no_new_privs and seccomp all the same.
+    """
     argv = [
         shim,
         "--ready-file", str(paths.ready_file),
         "--ready-timeout", _seconds(ready_timeout_s),
         "--expect-digest", digest,
-        "--workdir", str(paths.work),
+        "--workdir", str(workdir or paths.work),
         "--uid", str(GRADER_UID),
         "--gid", str(GRADER_UID),
         "--timeout", _seconds(limits.timeout_s),
@@ -117,6 +125,8 @@ def shim_command(
     ]  # fmt: skip
     if require_no_network:
         argv.append("--require-no-network")
+    if keep_root:
+        argv.append("--keep-root")
     if limits.cpu_s is not None:
         argv += ["--cpu", str(limits.cpu_s)]
     for key, value in sorted(environment.items()):

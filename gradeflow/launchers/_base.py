@@ -54,6 +54,8 @@ class GradingJob:
     shim: ShimArtifact
     submission_url: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    student: str | None = None
+    """The student, for graders that are told who submitted (coursera userId, gradescope users)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,15 @@ docker or ecs backend for untrusted code in production.
 
 Each run gets a directory named ``{run_key}-{random token}`` under a 0711
 parent, so a grader cannot list or guess another run's submission.
+
+The run directory is laid out as the assignment's layout says (see
+``gradeflow._layouts``). Coursera and Gradescope graders hard-code
+``/shared`` and ``/autograder``, so for those layouts the shim starts in a
+private mount namespace (``unshare --mount --propagation private``) where
+the run's ``shared/`` or ``autograder/`` directory is bind-mounted on that
+path; every run sees only its own tree and the host's mount table is never
+touched. That needs root, and the (empty) mountpoint on the host, which is
+created root-owned 0755 when missing.
 """
 
 from __future__ import annotations
@@ -20,23 +29,32 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from .._archives import ArchiveLimits, unpack_submission
 from .._assignment import Assignment
 from .._errors import ConfigurationError, InfraError, InvalidSubmission
-from .._models import Backend, GraderIdentity, ShimEnvelope
-from .._sandbox import GRADER_UID, SandboxPaths, grader_environment, shim_command
+from .._layouts import LAYOUTS, LayoutPaths, SubmissionInfo, layout_for
+from .._models import Backend, GraderIdentity, LayoutName, ShimEnvelope
+from .._sandbox import SandboxPaths, shim_command
 from ._base import MAX_RESULT_FILE_BYTES, GradingJob, Launcher, LaunchHandle, RunOutput
 
 __all__ = ["LocalLauncher"]
 
 _TAIL_BYTES = 8 << 10
 _MAX_RESULT_FILES = 32
+_SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_MOUNT_SCRIPT = (
+    'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"'
+)
+"""Bind-mounts (source, target) pairs, then execs the shim. Runs in the new
+namespace only, so a failure leaves the host untouched (and no envelope: infra_error)."""
 
 # Popen objects of shims started by this process, so they are reaped (no zombies)
 # and a retried task in the same process reattaches to the very same child.
@@ -68,29 +86,30 @@ class LocalLauncher(Launcher):
         existing = self._reattach(job.run_key)
         if existing is not None:
             return existing
-        command = job.assignment.grader.local_command
+        layout = layout_for(job.assignment)
+        command = job.assignment.grader.local_command or layout.default_command
         if not command:
             raise ConfigurationError(
                 f"assignment {job.assignment.id}: [grader] local_command is required "
                 "for the local backend"
             )
         run_dir = self._runs_dir / f"{job.run_key}-{secrets.token_hex(16)}"
-        paths = SandboxPaths(
-            root=PurePosixPath(run_dir / "grading"),
-            grader_dir=PurePosixPath(run_dir / "grading" / "grader"),
-        )
+        paths = layout.paths(_paths(run_dir))
+        mount_prefix = _mount_namespace(run_dir, paths, job.assignment)
         self._lay_out(run_dir, paths, job.assignment)
         program = [part.replace("{grader}", str(paths.grader_dir)) for part in command]
-        argv = shim_command(
+        argv = mount_prefix + shim_command(
             job.shim.path,
-            paths,
+            paths.sandbox,
             job.assignment.limits,
             program,
             digest=job.submission_sha256,
             ready_timeout_s=max(job.assignment.limits.timeout_s, 60.0),
-            environment=grader_environment(paths),
+            environment=layout.environment(paths, SubmissionInfo.for_job(job)),
+            workdir=paths.workdir,
+            keep_root=layout.run_as_root,
         )
-        events = open(paths.shim_dir / "events.jsonl", "wb")  # noqa: SIM115 - handed to the child
+        events = open(paths.sandbox.shim_dir / "events.jsonl", "wb")  # noqa: SIM115 - handed to the child
         try:
             child = subprocess.Popen(
                 argv,
@@ -98,7 +117,7 @@ class LocalLauncher(Launcher):
                 stdout=subprocess.DEVNULL,
                 stderr=events,
                 cwd=run_dir,
-                env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+                env={"PATH": _SAFE_PATH},
                 start_new_session=True,
             )
         except OSError as exc:
@@ -107,39 +126,53 @@ class LocalLauncher(Launcher):
             events.close()
         with _children_lock:
             _children[job.run_key] = child
-        self._write_index(job.run_key, run_dir, child.pid)
+        self._write_index(job.run_key, run_dir, child.pid, layout.name)
         return LaunchHandle(
             backend="local", run_key=job.run_key, run_id=run_dir.name,
-            details={"run_dir": str(run_dir), "pid": str(child.pid)},
+            details={"run_dir": str(run_dir), "pid": str(child.pid), "layout": layout.name},
         )  # fmt: skip
 
-    def _lay_out(self, run_dir: Path, paths: SandboxPaths, assignment: Assignment) -> None:
+    def _lay_out(self, run_dir: Path, paths: LayoutPaths, assignment: Assignment) -> None:
+        """The layout's directories (owners, modes), then the grader's files."""
         run_dir.mkdir(mode=0o755)
-        root = Path(paths.root)
-        root.mkdir(mode=0o755)
-        Path(paths.shim_dir).mkdir(mode=0o700)
-        for writable in (paths.work, paths.results):
-            Path(writable).mkdir(mode=0o700)
-            if os.geteuid() == 0:
-                os.chown(writable, GRADER_UID, GRADER_UID)
-        grader_dir = Path(paths.grader_dir)
+        Path(paths.sandbox.root).mkdir(mode=0o755)
+        for directory in paths.directories:
+            host = _host(run_dir, paths, directory.path)
+            host.mkdir(mode=directory.mode)
+            os.chmod(host, directory.mode)  # not narrowed by the umask
+            uid = paths.uid_of(directory)
+            if os.geteuid() == 0 and uid != 0:
+                os.chown(host, uid, uid)
+        grader_dir = _host(run_dir, paths, paths.grader_dir)
         try:
             shutil.copytree(
-                assignment.grader_dir, grader_dir, ignore=shutil.ignore_patterns("__pycache__")
+                assignment.grader_dir,
+                grader_dir,
+                ignore=shutil.ignore_patterns("__pycache__"),
+                dirs_exist_ok=True,
             )
+            if paths.program_copy is not None:
+                source, dest = (_host(run_dir, paths, p) for p in paths.program_copy)
+                shutil.copyfile(source, dest)
+                os.chmod(dest, 0o755)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot copy the grader directory {assignment.grader_dir}: {exc}"
             ) from exc
-        _make_read_only(grader_dir)
+        if not paths.grader_writable:
+            _make_read_only(grader_dir)
+        elif os.geteuid() == 0 and paths.grader_uid != 0:
+            _give_to(grader_dir, paths.grader_uid)
 
     # -- ready ----------------------------------------------------------------------------
 
     def make_ready(self, handle: LaunchHandle, job: GradingJob, *, timeout_s: float) -> None:
         run_dir = Path(handle.details["run_dir"])
-        paths = _paths(run_dir)
+        layout = layout_for(job.assignment)
+        layout_paths = layout.paths(_paths(run_dir))
+        paths = layout_paths.sandbox
         if not Path(paths.ready_file).exists():
-            submission = Path(paths.submission)
+            submission = _host(run_dir, layout_paths, layout_paths.submission)
             if not submission.exists():
                 try:
                     unpack_submission(
@@ -151,6 +184,11 @@ class LocalLauncher(Launcher):
                 except InvalidSubmission:
                     self.stop(handle)
                     raise
+            metadata = layout.metadata(SubmissionInfo.for_job(job))
+            if metadata is not None and layout_paths.metadata is not None:
+                target = _host(run_dir, layout_paths, layout_paths.metadata)
+                _write_atomically(target, metadata)
+                os.chmod(target, 0o444)
             _write_atomically(Path(paths.ready_file), job.submission_sha256.encode())
         self._wait_started(handle, paths, timeout_s)
 
@@ -222,7 +260,9 @@ class LocalLauncher(Launcher):
     # -- collect / cleanup ----------------------------------------------------------------
 
     def collect(self, handle: LaunchHandle) -> RunOutput:
-        paths = _paths(Path(handle.details["run_dir"]))
+        run_dir = Path(handle.details["run_dir"])
+        layout_paths = LAYOUTS[_layout_name(handle.details)].paths(_paths(run_dir))
+        paths = layout_paths.sandbox
         envelope: ShimEnvelope | None = None
         notes: list[str] = []
         try:
@@ -233,7 +273,9 @@ class LocalLauncher(Launcher):
             notes.append(f"the shim's envelope is unreadable: {exc}")
         return RunOutput(
             envelope=envelope,
-            results_files=_read_results(Path(paths.results)),
+            results_files=_read_results(
+                _host(run_dir, layout_paths, layout_paths.results), layout_paths.result_files
+            ),
             stdout_tail=_tail(Path(paths.stdout)),
             stderr_tail=_tail(Path(paths.stderr)),
             notes=tuple(notes) + _shim_warnings(Path(paths.shim_dir) / "events.jsonl"),
@@ -250,8 +292,8 @@ class LocalLauncher(Launcher):
 
     # -- the index: run_key -> run dir, for reattaching ------------------------------------
 
-    def _write_index(self, run_key: str, run_dir: Path, pid: int) -> None:
-        record = json.dumps({"run_dir": str(run_dir), "pid": pid}).encode()
+    def _write_index(self, run_key: str, run_dir: Path, pid: int, layout: str) -> None:
+        record = json.dumps({"run_dir": str(run_dir), "pid": pid, "layout": layout}).encode()
         _write_atomically(self._index_dir / run_key, record)
 
     def _reattach(self, run_key: str) -> LaunchHandle | None:
@@ -264,7 +306,10 @@ class LocalLauncher(Launcher):
             return None
         handle = LaunchHandle(
             backend="local", run_key=run_key, run_id=run_dir.name, reattached=True,
-            details={"run_dir": str(run_dir), "pid": str(record["pid"])},
+            details={
+                "run_dir": str(run_dir), "pid": str(record["pid"]),
+                "layout": _layout_name(record),
+            },
         )  # fmt: skip
         if self._alive(handle) or Path(_paths(run_dir).envelope).exists():
             return handle
@@ -274,6 +319,68 @@ class LocalLauncher(Launcher):
 def _paths(run_dir: Path) -> SandboxPaths:
     root = PurePosixPath(run_dir / "grading")
     return SandboxPaths(root=root, grader_dir=root / "grader")
+
+
+def _layout_name(record: Mapping[str, object]) -> LayoutName:
+    """The layout a run was started with (runs indexed before layouts existed: gradeflow)."""
+    name = record.get("layout", "gradeflow")
+    return (
+        "coursera" if name == "coursera" else "gradescope" if name == "gradescope" else "gradeflow"
+    )
+
+
+def _host(run_dir: Path, paths: LayoutPaths, path: PurePosixPath) -> Path:
+    """Where an in-sandbox path is on this machine: a mounted tree lives in the run dir."""
+    for mount in paths.mounts:
+        if path == mount or mount in path.parents:
+            return run_dir / mount.name / path.relative_to(mount)
+    return Path(path)  # the contract tree: already the run dir's grading/
+
+
+def _mount_namespace(run_dir: Path, paths: LayoutPaths, assignment: Assignment) -> list[str]:
+    """The argv prefix that runs the shim with the layout's fixed paths bind-mounted.
+
+    Empty for the gradeflow layout. Checked before anything is laid out, so a
+    refusal leaves nothing behind.
+
+    Raises:
+        ConfigurationError: not root, no ``unshare``, or a mountpoint that is
+            not a directory.
+    """
+    if not paths.mounts:
+        return []
+    where = " and ".join(str(m) for m in paths.mounts)
+    if os.geteuid() != 0:
+        raise ConfigurationError(
+            f"assignment {assignment.id}: the {assignment.layout} layout needs root on the "
+            f"local backend (it bind-mounts {where} in a private mount namespace); run "
+            "gradeflow as root or use the docker backend"
+        )
+    unshare = shutil.which("unshare", path=_SAFE_PATH)
+    if unshare is None:
+        raise ConfigurationError(
+            f"the {assignment.layout} layout needs unshare(1) (util-linux) on the local backend"
+        )
+    pairs: list[str] = []
+    for mount in paths.mounts:
+        _ensure_mountpoint(Path(mount))
+        pairs += [str(run_dir / mount.name), str(mount)]
+    return [unshare, "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", _MOUNT_SCRIPT, "gradeflow-mounts", *pairs, "--"]  # fmt: skip
+
+
+def _ensure_mountpoint(path: Path) -> None:
+    """An empty root-owned 0755 directory for the bind mount, made once per machine."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o755)
+    if not stat.S_ISDIR(path.lstat().st_mode):
+        raise ConfigurationError(f"{path} exists and is not a directory: cannot mount on it")
+
+
+def _give_to(tree: Path, uid: int) -> None:
+    """Make the grader the owner of ``tree`` (gradescope's source), never following links."""
+    for path in [tree, *tree.rglob("*")]:
+        os.lchown(path, uid, uid)
 
 
 def _make_read_only(tree: Path) -> None:
@@ -294,13 +401,19 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _read_results(results_dir: Path) -> dict[str, bytes]:
-    """Regular files at the top of the results dir, never following the grader's links."""
+def _read_results(results_dir: Path, wanted: tuple[str, ...] | None = None) -> dict[str, bytes]:
+    """Regular files at the top of the results dir, never following the grader's links.
+
+    ``wanted`` names the only files to read (a layout whose results directory
+    is shared with other files, like Coursera's ``/shared``); None: any.
+    """
     files: dict[str, bytes] = {}
     try:
         names = sorted(os.listdir(results_dir))
     except FileNotFoundError:
         return files
+    if wanted is not None:
+        names = [name for name in names if name in wanted]
     for name in names[:_MAX_RESULT_FILES]:
         try:
             fd = os.open(results_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -315,8 +428,6 @@ def _read_results(results_dir: Path) -> dict[str, bytes]:
 
 
 def _is_plain_file(info: os.stat_result) -> bool:
-    import stat
-
     return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
 
 
