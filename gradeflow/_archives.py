@@ -42,10 +42,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ._errors import InvalidSubmission
-from ._models import Limits
+
+if TYPE_CHECKING:  # the ECS agent imports this module with the stdlib only
+    from ._models import Limits
 
 __all__ = ["ArchiveLimits", "UnpackReport", "detect_kind", "unpack_submission"]
 

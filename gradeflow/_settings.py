@@ -57,6 +57,63 @@ class Settings(BaseSettings):
     docker_shim_image: bool = Field(
         True, description="Package the shim into a FROM scratch image when Docker is reachable."
     )
+    # -- ecs backend (GRADEFLOW_ECS_*) --------------------------------------------------
+    ecs_cluster: str | None = Field(None, description="ECS cluster name or ARN for grader tasks.")
+    ecs_region: str | None = Field(None, description="AWS region (default: the boto3 default).")
+    ecs_endpoint_url: str | None = Field(None, description="ECS endpoint override (tests).")
+    ecs_aws_credentials_block: str | None = Field(
+        None, description="Name of a prefect-aws AwsCredentials block for ECS, ECR and logs."
+    )
+    ecs_launch_type: Literal["FARGATE", "EC2"] = Field(
+        "FARGATE", description="Launch type; decides capabilities and networking of the grader."
+    )
+    ecs_capacity_provider: str | None = Field(
+        None, description="Capacity provider (e.g. FARGATE_SPOT) instead of the launch type."
+    )
+    ecs_network_mode: Literal["awsvpc", "bridge", "host", "none"] = Field(
+        "awsvpc", description="Task network mode (Fargate: awsvpc only)."
+    )
+    ecs_subnets: list[str] = Field(
+        default_factory=list, max_length=16, description="Subnets of awsvpc tasks (JSON list)."
+    )
+    ecs_security_groups: list[str] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Security groups of awsvpc tasks; on Fargate they ARE the grader's network "
+        "isolation: allow egress to the S3 endpoint only.",
+    )
+    ecs_assign_public_ip: bool = Field(False, description="Give awsvpc tasks a public IP.")
+    ecs_platform_version: str | None = Field(None, description="Fargate platform version.")
+    ecs_execution_role_arn: str | None = Field(
+        None, description="Task execution role: pulls images, writes logs (no data access)."
+    )
+    ecs_task_role_arn: str | None = Field(
+        None, description="Task role; leave unset: nothing in a grading task needs AWS access."
+    )
+    ecs_log_group: str = Field(
+        "/gradeflow/ecs", min_length=1, max_length=512, description="CloudWatch log group."
+    )
+    ecs_log_stream_prefix: str = Field(
+        "gradeflow", min_length=1, max_length=100, description="awslogs stream prefix."
+    )
+    ecs_agent_image: str | None = Field(None, description="The agent image, as ECS pulls it.")
+    ecs_shim_repository: str | None = Field(
+        None, description="Repository of the shim image; tagged by the shim's digest."
+    )
+    ecs_shim_capabilities: list[str] = Field(
+        default_factory=lambda: ["SETUID", "SETGID", "SETPCAP", "KILL"],
+        max_length=8,
+        description="Capabilities the grader container keeps so the shim can drop privileges.",
+    )
+    ecs_run_task_rate: float = Field(
+        10.0, gt=0, le=100, description="RunTask calls per second (Fargate allows 20)."
+    )
+    ecs_start_timeout_s: float = Field(
+        600.0, gt=0, le=3600, description="Bound on a task reaching RUNNING (image pulls)."
+    )
+    ecs_log_tail_lines: int = Field(
+        20, ge=0, le=1000, description="CloudWatch lines per container attached to a failed run."
+    )
 
     @property
     def store_dir(self) -> Path:
