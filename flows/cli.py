@@ -30,9 +30,15 @@ from gradeflow import (
 )
 from gradeflow._models import Backend
 
+from . import _cli_ecs, _cli_image, _cli_regrade, _cli_serve
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 shim_app = typer.Typer(no_args_is_help=True, help="The static entrypoint shim.")
 app.add_typer(shim_app, name="shim")
+_cli_image.register(app)  # gradeflow image base|build, gradeflow sweep
+_cli_regrade.register(app)  # gradeflow regrade, gradeflow results
+_cli_serve.register(app)  # gradeflow serve
+_cli_ecs.register(app)  # gradeflow aws check, gradeflow image agent
 
 out = Console()
 err = Console(stderr=True)

@@ -36,4 +36,12 @@ def launcher_for(backend: Backend, settings: Settings) -> Launcher:
     """The launcher of ``backend``; backends that are not installed say so."""
     if backend == "local":
         return LocalLauncher(settings.runs_dir, keep_runs=settings.keep_runs)
+    if backend == "docker":
+        from .launchers._docker import DockerLauncher  # the docker SDK only when asked for
+
+        return DockerLauncher()
+    if backend == "ecs":
+        from .launchers._ecs import launcher_from_settings  # boto3 ECS clients only when asked for
+
+        return launcher_from_settings(settings, open_store(settings))
     raise ConfigurationError(f"the {backend!r} backend is not available in this build")
