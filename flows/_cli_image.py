@@ -4,6 +4,9 @@
                                             gradeflow/base-python:bookworm
     gradeflow image build ASSIGNMENT_DIR    the assignment's Dockerfile, tagged
                                             as its [grader] image
+    gradeflow image build --gradescope AUTOGRADER.zip --tag TAG [--base IMAGE]
+                                            a Gradescope autograder, built the
+                                            way Gradescope builds it
     gradeflow sweep [--older-than SECS]     remove gradeflow-labelled containers
                                             and volumes left by crashed runs
 
@@ -71,17 +74,62 @@ def image_base(
 
 @image_app.command("build")
 def image_build(
-    assignment_dir: Annotated[Path, typer.Argument(help="Directory with assignment.toml.")],
+    assignment_dir: Annotated[
+        Path | None, typer.Argument(help="Directory with assignment.toml (not with --gradescope).")
+    ] = None,
     rebuild: Annotated[bool, typer.Option(help="Ignore the engine's layer cache.")] = False,
+    gradescope: Annotated[
+        Path | None,
+        typer.Option(
+            "--gradescope",
+            metavar="AUTOGRADER.zip",
+            help="Build a Gradescope autograder.zip the way Gradescope does.",
+        ),
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="The image's tag (required with --gradescope).")
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            metavar="IMAGE",
+            help="Base image for --gradescope (default: GRADEFLOW_GRADESCOPE_BASE_IMAGE, "
+            "else gradeflow/base-python:bookworm).",
+        ),
+    ] = None,
 ) -> None:
-    """Build the assignment's grader image from its Dockerfile."""
+    """Build the assignment's grader image from its Dockerfile, or an autograder.zip's."""
     from gradeflow._images import build_assignment_image
 
+    if gradescope is not None:
+        if assignment_dir is not None or tag is None:
+            _err.print("[red]error:[/] --gradescope takes --tag TAG and no ASSIGNMENT_DIR")
+            raise typer.Exit(2)
+        _build_gradescope(gradescope, tag, base, rebuild=rebuild)
+        return
+    if assignment_dir is None:
+        _err.print("[red]error:[/] give ASSIGNMENT_DIR, or --gradescope AUTOGRADER.zip --tag TAG")
+        raise typer.Exit(2)
     try:
         built = build_assignment_image(_client(), assignment_dir, rebuild=rebuild)
     except GradeflowError as exc:
         raise _fail(exc) from None
     _out.print(f"{built.tag}: built ({built.image_id[:19]})")
+
+
+def _build_gradescope(autograder_zip: Path, tag: str, base: str | None, *, rebuild: bool) -> None:
+    from gradeflow import Settings
+    from gradeflow._gradescope_image import build_gradescope_image
+
+    base_image = base or Settings().gradescope_base_image
+    try:
+        built = build_gradescope_image(
+            _client(), autograder_zip, tag=tag, base_image=base_image, rebuild=rebuild
+        )
+    except GradeflowError as exc:
+        raise _fail(exc) from None
+    _out.print(f"{built.tag}: built from {autograder_zip.name} on {base_image} "
+               f"({built.image_id[:19]})")  # fmt: skip
 
 
 def sweep(

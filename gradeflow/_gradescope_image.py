@@ -25,11 +25,18 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from ._archives import ArchiveLimits, unpack_submission
-from ._errors import ConfigurationError, InvalidSubmission
+from ._errors import ConfigurationError, InfraError, InvalidSubmission
+from ._images import BuiltImage
 
-__all__ = ["AUTOGRADER_LIMITS", "dockerfile", "gradescope_build_context"]
+__all__ = [
+    "AUTOGRADER_LIMITS",
+    "build_gradescope_image",
+    "dockerfile",
+    "gradescope_build_context",
+]
 
 AUTOGRADER_LIMITS = ArchiveLimits(max_total_bytes=512 << 20, max_files=20_000)
 """Autograders may carry data sets and libraries: more room than a submission."""
@@ -105,6 +112,45 @@ def gradescope_build_context(autograder_zip: Path, base_image: str) -> bytes:
                     mode = 0o755 if name in executable or name in REQUIRED_FILES else 0o644
                     _add_bytes(tar, f"source/{name}", path.read_bytes(), mode)
         return buffer.getvalue()
+
+
+def build_gradescope_image(
+    client: Any, autograder_zip: Path, *, tag: str, base_image: str, rebuild: bool = False
+) -> BuiltImage:
+    """Build ``autograder_zip`` the Gradescope way on ``base_image`` and tag it ``tag``.
+
+    Host networking, as for assignment images: ``setup.sh`` may install
+    packages on an engine started with ``--bridge=none``. Nothing is pulled
+    unless the base image is missing.
+
+    Raises:
+        ConfigurationError: a bad zip or reference (see `gradescope_build_context`).
+        InfraError: the build failed (``setup.sh`` exited non-zero, no base image).
+    """
+    import docker.errors
+
+    if not _IMAGE_REFERENCE.match(tag):
+        raise ConfigurationError(f"not an image tag: {tag!r}")
+    context = gradescope_build_context(autograder_zip, base_image)
+    try:
+        image, _ = client.images.build(
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            nocache=rebuild,
+            network_mode="host",
+            labels={"org.gradeflow.autograder": autograder_zip.name},
+        )
+    except docker.errors.BuildError as exc:
+        log = "".join(str(part.get("stream", part.get("error", ""))) for part in exc.build_log)
+        raise InfraError(
+            f"building {tag} from {autograder_zip} on {base_image} failed: {exc.msg}\n{log[-2000:]}"
+        ) from exc
+    except docker.errors.DockerException as exc:
+        raise InfraError(f"building {tag} from {autograder_zip} failed: {exc}") from exc
+    return BuiltImage(tag, str(image.id), built=True)
 
 
 def _unpack(autograder_zip: Path, dest: Path) -> None:

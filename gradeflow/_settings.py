@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     docker_shim_image: bool = Field(
         True, description="Package the shim into a FROM scratch image when Docker is reachable."
     )
+    gradescope_base_image: str = Field(
+        "gradeflow/base-python:bookworm",
+        description="What `gradeflow image build --gradescope` builds on (production: Ubuntu).",
+    )
     # -- ecs backend (GRADEFLOW_ECS_*) --------------------------------------------------
     ecs_cluster: str | None = Field(None, description="ECS cluster name or ARN for grader tasks.")
     ecs_region: str | None = Field(None, description="AWS region (default: the boto3 default).")

@@ -16,7 +16,9 @@ Docker API (docker SDK), so it works the same against a remote engine:
                 regular files of shim/ and results/ (never following the
                 grader's links); the engine's State.OOMKilled decides
                 ``oom_killed``
-    cleanup     remove the container and its volume
+    cleanup     remove the container and its volume(s)
+
+That is the gradeflow layout; the others add a volume each (see Layouts below).
 
 The container: ``network_mode=none``; memory = memory+swap (no swap);
 ``pids_limit`` and a CPU quota; every capability dropped except SETUID,
@@ -40,6 +42,24 @@ whole price of not laying out the skeleton before start (another archive
 call). The volume is on the engine's disk: a grader can write there up to
 ``fsize`` per file, so production engines should put ``/var/lib/docker`` on a
 filesystem with quotas.
+
+Layouts (``gradeflow._layouts``): the Coursera and Gradescope graders'
+fixed directories, ``/shared`` and ``/autograder``, are one more per-run
+named volume each (``<container>-shared``, ``<container>-autograder``), so
+the root filesystem stays read-only and the archive calls reach them. A new
+volume mounted where the image has content starts as a copy of it with its
+owners, which is how an image built the Gradescope way (``gradeflow image
+build --gradescope``) brings ``/autograder/source`` and ``run_autograder``:
+nothing is copied in again. make_ready then puts one archive per volume --
+the layout's directories (re-owned: 65534, or 0 with ``run_as_root``), the
+read-only submission, ``submission_metadata.json`` -- before the /grading
+one that ends with the marker; collect reads the layout's results directory
+(only the files it names) with one more get_archive. A copy cannot re-own a
+volume's own top directory (the engine skips ``.``), so Coursera's
+grader-owned ``/shared`` is re-owned before the grader container exists, by
+a never-started helper container mounting the volume (about 0.1 s). With
+``run_as_root`` the shim keeps uid 0 (no capabilities, no_new_privs,
+seccomp) and the tmpfs scratch belongs to uid 0.
 
 Limits the shim applies as well, and why they differ here: the cgroup is the
 real memory bound, so the shim's RLIMIT_AS is only a backstop (twice the
@@ -71,7 +91,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -85,8 +105,9 @@ from docker.types import LogConfig, Mount
 from .._archives import ArchiveLimits, unpack_submission
 from .._assignment import Assignment, GraderSpec
 from .._errors import ConfigurationError, InfraError, InvalidSubmission
-from .._models import Backend, GraderIdentity, Limits, ShimEnvelope
-from .._sandbox import CONTAINER_ROOT, GRADER_UID, SandboxPaths, grader_environment, shim_command
+from .._layouts import LAYOUTS, LayoutPaths, SubmissionInfo, layout_for
+from .._models import Backend, GraderIdentity, LayoutName, Limits, ShimEnvelope
+from .._sandbox import CONTAINER_ROOT, GRADER_UID, SandboxPaths, shim_command
 from ._base import MAX_RESULT_FILE_BYTES, GradingJob, Launcher, LaunchHandle, RunOutput
 
 __all__ = [
@@ -109,7 +130,7 @@ GRADER_DIR_LABEL = "org.gradeflow.grader-dir"
 DEFAULT_GRADER_DIR = "/grader"
 
 _CAPABILITIES = ["SETUID", "SETGID", "SETPCAP", "KILL"]
-_TMPFS_OPTIONS = f"rw,nosuid,nodev,uid={GRADER_UID},gid={GRADER_UID},mode=0700"
+_TMPFS_OPTIONS = "rw,nosuid,nodev,uid={uid},gid={uid},mode=0700"
 _TAIL_BYTES = 8 << 10
 _MAX_RESULT_FILES = 32
 _MAX_ENVELOPE_BYTES = 1 << 20
@@ -150,11 +171,13 @@ class DockerLauncher(Launcher):
     # -- launch ---------------------------------------------------------------------------
 
     def launch(self, job: GradingJob) -> LaunchHandle:
-        _check_supported(job.assignment)
+        layout = layout_for(job.assignment)
         image = self._image(job.assignment)
         config: Mapping[str, Any] = image.attrs.get("Config") or {}
         spec = job.assignment.grader
-        program = original_command(config, spec, image=str(spec.image))
+        program = original_command(
+            config, spec, image=str(spec.image), default=layout.default_command
+        )
         labels = {
             **job.labels,
             MANAGED_LABEL: "1",
@@ -163,35 +186,53 @@ class DockerLauncher(Launcher):
         }
         name = container_name(job.run_key)
         grader_dir = (config.get("Labels") or {}).get(GRADER_DIR_LABEL, DEFAULT_GRADER_DIR)
-        paths = SandboxPaths(root=CONTAINER_ROOT, grader_dir=PurePosixPath(grader_dir))
+        paths = layout.paths(_sandbox(grader_dir))
         argv = shim_command(
-            str(paths.shim_binary),
-            paths,
+            str(paths.sandbox.shim_binary),
+            paths.sandbox,
             _shim_limits(job.assignment.limits),
             program,
             digest=job.submission_sha256,
             ready_timeout_s=max(job.assignment.limits.timeout_s, 60.0),
-            environment={**_image_env(config), **grader_environment(paths)},
+            environment={
+                **_image_env(config),
+                **layout.environment(paths, SubmissionInfo.for_job(job)),
+            },
+            workdir=_workdir(layout.name, paths, config),
+            keep_root=layout.run_as_root,
         )
         argv.remove("--no-network")
+        volumes = _layout_volumes(name, paths)
         reattached = False
         try:
-            self.client.volumes.create(name=name, driver="local", labels=labels)
+            for volume in (name, *volumes.values()):
+                self.client.volumes.create(name=volume, driver="local", labels=labels)
+            self._own_mount_roots(str(image.id), name, paths, volumes, labels)
+        except docker.errors.DockerException as exc:
+            self._discard(name, volumes.values())  # a volume in use (a retry's) stays
+            raise InfraError(f"{job.run_key}: cannot prepare the volumes of {name}: {exc}") from exc
+        try:
             container = self.client.containers.create(
-                str(image.id), name=name, **_host_options(job, argv, name, labels)
+                str(image.id),
+                name=name,
+                **_host_options(job, argv, name, labels, paths=paths, volumes=volumes),
             )
         except docker.errors.APIError as exc:
             if exc.status_code != 409:
-                self._discard(name)
+                self._discard(name, volumes.values())
                 raise InfraError(f"{job.run_key}: cannot create container {name}: {exc}") from exc
             container = self._get(name)  # a retry of this attempt: never start a second grader
             reattached = True
         except docker.errors.DockerException as exc:
-            self._discard(name)
+            self._discard(name, volumes.values())
             raise InfraError(f"{job.run_key}: cannot create container {name}: {exc}") from exc
         handle = LaunchHandle(
             backend="docker", run_key=job.run_key, run_id=name, reattached=reattached,
-            details={"container": name, "container_id": str(container.id), "volume": name},
+            details={
+                "container": name, "container_id": str(container.id), "volume": name,
+                "layout": layout.name, "grader_dir": grader_dir,
+                "layout_volumes": ",".join(volumes.values()),
+            },
         )  # fmt: skip
         if container.status == "created":
             try:
@@ -202,10 +243,57 @@ class DockerLauncher(Launcher):
                 raise InfraError(f"{job.run_key}: cannot start container {name}: {exc}") from exc
         return handle
 
-    def _discard(self, name: str) -> None:
-        """Remove the volume made for a container that was never created."""
-        with contextlib.suppress(docker.errors.DockerException):
-            self.client.api.remove_volume(name)
+    def _discard(self, name: str, layout_volumes: Iterable[str] = ()) -> None:
+        """Remove the volumes made for a container that was never created."""
+        for volume in (name, *layout_volumes):
+            with contextlib.suppress(docker.errors.DockerException):
+                self.client.api.remove_volume(volume)
+
+    def _own_mount_roots(
+        self,
+        image_id: str,
+        name: str,
+        paths: LayoutPaths,
+        volumes: Mapping[PurePosixPath, str],
+        labels: Mapping[str, str],
+    ) -> None:
+        """Give a layout volume's top directory its owner and mode (coursera's /shared).
+
+        A copy into a volume cannot change the volume's own top directory
+        (the engine skips a ``.`` entry) and the grader container's root
+        filesystem is read-only, so a throwaway container that is never
+        started mounts the volume at the same path and takes the directory
+        entry at ``/``. About 0.1 s, and only for a layout whose mount root
+        is not root-owned 0755 (the engine's default for a new volume).
+        """
+        roots = [
+            d for d in paths.directories
+            if d.path in volumes and (paths.uid_of(d), d.mode) != (0, 0o755)
+        ]  # fmt: skip
+        if not roots:
+            return
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _add_entries(tar, [(d.path.relative_to("/").as_posix(), None, d.mode,
+                                paths.uid_of(d)) for d in roots])  # fmt: skip
+        helper_name = f"{name}-owner"
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.remove_container(helper_name, force=True)  # a crashed earlier try
+        helper = self.client.containers.create(
+            image_id,
+            name=helper_name,
+            entrypoint=["/nonexistent"],  # never started
+            command=[],
+            user="0:0",
+            network_mode="none",
+            labels=dict(labels),
+            mounts=[Mount(str(path), volume, type="volume") for path, volume in volumes.items()],
+        )
+        try:
+            helper.put_archive("/", buffer.getvalue())
+        finally:
+            with contextlib.suppress(docker.errors.NotFound):
+                helper.remove(force=True)
 
     # -- ready ----------------------------------------------------------------------------
 
@@ -225,9 +313,13 @@ class DockerLauncher(Launcher):
                 except InvalidSubmission:
                     self.stop(handle)
                     raise
-                payload = _delivery_tar(submission, job.submission_sha256)
+                layout = layout_for(job.assignment)
+                paths = layout.paths(_sandbox(handle.details.get("grader_dir", DEFAULT_GRADER_DIR)))
+                metadata = layout.metadata(SubmissionInfo.for_job(job))
+                payloads = _delivery_tars(paths, submission, job.submission_sha256, metadata)
             try:
-                container.put_archive(str(CONTAINER_ROOT), payload)
+                for where, payload in payloads:  # the marker's (/grading) is last
+                    container.put_archive(str(where), payload)
             except docker.errors.DockerException as exc:
                 raise InfraError(f"{handle.run_key}: cannot deliver the submission: {exc}") from exc
         self._wait_started(handle, container, timeout_s)
@@ -330,6 +422,11 @@ class DockerLauncher(Launcher):
         elif oom_killed:
             notes.append("the container was killed by the out-of-memory killer")
         results = files.get("results", {})
+        paths = LAYOUTS[_layout_name(handle.details)].paths(
+            _sandbox(handle.details.get("grader_dir", DEFAULT_GRADER_DIR))
+        )
+        if paths.results != paths.sandbox.results:
+            results = self._read_results(container, paths.results, paths.result_files, notes)
         return RunOutput(
             envelope=envelope,
             results_files=results,
@@ -348,7 +445,12 @@ class DockerLauncher(Launcher):
         except docker.errors.DockerException as exc:
             log.warning("%s: cannot remove container %s (gradeflow sweep will): %s",
                         handle.run_key, name, exc)  # fmt: skip
-        volume = handle.details.get("volume", name)
+        volumes = [handle.details.get("volume", name)]
+        volumes += [v for v in handle.details.get("layout_volumes", "").split(",") if v]
+        for volume in volumes:
+            self._remove_volume(handle, volume)
+
+    def _remove_volume(self, handle: LaunchHandle, volume: str) -> None:
         for pause in (0.0, 0.1, 0.5, 1.0):
             time.sleep(pause)
             try:
@@ -411,6 +513,29 @@ class DockerLauncher(Launcher):
         except docker.errors.DockerException as exc:
             raise InfraError(f"cannot read the logs of {container.name}: {exc}") from exc
 
+    def _read_results(
+        self,
+        container: Container,
+        results: PurePosixPath,
+        wanted: tuple[str, ...] | None,
+        notes: list[str],
+    ) -> dict[str, bytes]:
+        """The layout's results files (only ``wanted``), in one get_archive of their directory."""
+        try:
+            chunks, _ = container.get_archive(str(results))
+        except docker.errors.NotFound:
+            return {}
+        except docker.errors.DockerException as exc:
+            raise InfraError(f"cannot copy {results} out of {container.name}: {exc}") from exc
+        stream = _ChunkReader(chunks, limit=_MAX_ARCHIVE_BYTES)
+        try:
+            return _read_results_tar(stream, wanted)
+        except (tarfile.TarError, OSError, _TooLarge) as exc:
+            notes.append(f"reading {results} stopped early: {exc}")
+            return {}
+        finally:
+            stream.close()
+
     def _read_grading(self, container: Container, notes: list[str]) -> dict[str, dict[str, bytes]]:
         """Top-level regular files of shim/ and results/, in one get_archive of /grading.
 
@@ -437,11 +562,18 @@ class DockerLauncher(Launcher):
 # -- pure helpers (unit-testable without an engine) ---------------------------------------
 
 
-def original_command(config: Mapping[str, Any], spec: GraderSpec, *, image: str) -> list[str]:
+def original_command(
+    config: Mapping[str, Any],
+    spec: GraderSpec,
+    *,
+    image: str,
+    default: Sequence[str] | None = None,
+) -> list[str]:
     """The image's ENTRYPOINT + CMD with the assignment's overrides, as Docker would run it.
 
     Docker semantics: an overridden entrypoint drops the image's CMD unless a
-    command is given too.
+    command is given too. ``default`` (the layout's, e.g. Gradescope's
+    ``/autograder/run_autograder``) runs when there is nothing else.
 
     Raises:
         ConfigurationError: nothing to run (no entrypoint and no command).
@@ -452,28 +584,13 @@ def original_command(config: Mapping[str, Any], spec: GraderSpec, *, image: str)
     else:
         entrypoint = _as_list(config.get("Entrypoint"))
         command = list(spec.command) if spec.command is not None else _as_list(config.get("Cmd"))
-    program = entrypoint + command
+    program = entrypoint + command or list(default or ())
     if not program:
         raise ConfigurationError(
             f"grader image {image} has neither ENTRYPOINT nor CMD; set one in its Dockerfile "
             "or [grader] entrypoint/command in assignment.toml"
         )
     return program
-
-
-def _check_supported(assignment: Assignment) -> None:
-    """Refuse, before anything starts, what this backend does not implement yet.
-
-    The Coursera/Gradescope layouts and ``run_as_root`` need a different tree
-    and ownership inside the container; running them with the gradeflow
-    layout would grade wrongly rather than fail.
-    """
-    layout = getattr(assignment, "layout", "gradeflow")
-    if layout != "gradeflow" or getattr(assignment.grader, "run_as_root", False):
-        raise ConfigurationError(
-            f"assignment {assignment.id}: the docker backend supports only layout "
-            f"'gradeflow' without run_as_root (got layout {layout!r})"
-        )
 
 
 def container_name(run_key: str) -> str:
@@ -512,12 +629,50 @@ def _shim_limits(limits: Limits) -> Limits:
     )
 
 
+def _sandbox(grader_dir: str) -> SandboxPaths:
+    return SandboxPaths(root=CONTAINER_ROOT, grader_dir=PurePosixPath(grader_dir))
+
+
+def _layout_name(details: Mapping[str, str]) -> LayoutName:
+    """The layout a container was launched with (handles from before layouts: gradeflow)."""
+    name = details.get("layout", "gradeflow")
+    return (
+        "coursera" if name == "coursera" else "gradescope" if name == "gradescope" else "gradeflow"
+    )
+
+
+def _workdir(layout: LayoutName, paths: LayoutPaths, config: Mapping[str, Any]) -> PurePosixPath:
+    """The grader's cwd: the layout's; a Coursera image's own WORKDIR when it sets one."""
+    if layout == "coursera" and config.get("WorkingDir"):
+        return PurePosixPath(str(config["WorkingDir"]))
+    return paths.workdir
+
+
+def _layout_volumes(name: str, paths: LayoutPaths) -> dict[PurePosixPath, str]:
+    """One named volume per fixed directory of the layout (``/shared``, ``/autograder``).
+
+    Volumes, not tmpfs: the archive calls see only what the daemon can mount.
+    A new volume mounted where the image has content (Gradescope's
+    ``/autograder``) starts as a copy of it, owners and modes included.
+    """
+    return {mount: f"{name}-{mount.name}" for mount in paths.mounts}
+
+
 def _host_options(
-    job: GradingJob, argv: list[str], name: str, labels: dict[str, str]
+    job: GradingJob,
+    argv: list[str],
+    name: str,
+    labels: dict[str, str],
+    *,
+    paths: LayoutPaths | None = None,
+    volumes: Mapping[PurePosixPath, str] | None = None,
 ) -> dict[str, Any]:
     limits = job.assignment.limits
     memory = f"{limits.memory_mb}m"
     tmpfs_size = f"size={limits.memory_mb}m"
+    # The grader owns its scratch: uid 65534, or 0 with run_as_root (a capability-less
+    # root cannot enter another user's 0700 directory).
+    tmpfs = _TMPFS_OPTIONS.format(uid=paths.grader_uid if paths is not None else GRADER_UID)
     return {
         "entrypoint": argv,
         "command": [],
@@ -543,10 +698,11 @@ def _host_options(
                 type="bind",
                 read_only=True,
             ),
+            *(Mount(str(path), volume, type="volume") for path, volume in (volumes or {}).items()),
         ],
         "tmpfs": {
-            "/tmp": f"{_TMPFS_OPTIONS},{tmpfs_size}",
-            str(CONTAINER_ROOT / "work"): f"{_TMPFS_OPTIONS},{tmpfs_size}",
+            "/tmp": f"{tmpfs},{tmpfs_size}",
+            str(CONTAINER_ROOT / "work"): f"{tmpfs},{tmpfs_size}",
         },
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
         "stdin_open": False,
@@ -569,13 +725,19 @@ def _add_entries(tar: tarfile.TarFile, entries: list[tuple[str, bytes | None, in
             tar.addfile(info, io.BytesIO(data))
 
 
-def _delivery_tar(root: Path, digest: str) -> bytes:
-    """One archive that lays out /grading, then the submission, then the ready marker.
+def _delivery_tars(
+    paths: LayoutPaths, root: Path, digest: str, metadata: bytes | None
+) -> list[tuple[PurePosixPath, bytes]]:
+    """The archives that lay out the tree, the submission, then the ready marker.
 
-    Entries are extracted in order, so when the marker appears the skeleton
-    (results/ owned by the grader, shim/ root-only) and the whole submission
-    (root-owned, read-only modes) are already in place; the marker is one
-    small write, so the shim reads it whole or finds it empty and waits.
+    One archive per top directory (each layout volume, then /grading), put
+    in this order, so when the marker appears the layout's directories
+    (owners, modes), the whole submission (root-owned, read-only modes) and
+    the metadata file are in place; the marker is one small write, so the
+    shim reads it whole or finds it empty and waits. For the gradeflow
+    layout this is the single archive of /grading. A volume's own top
+    directory is never an entry (the engine ignores ``.``): see
+    `DockerLauncher._own_mount_roots`.
     """
 
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -587,12 +749,29 @@ def _delivery_tar(root: Path, digest: str) -> bytes:
         info.mode = 0o555 if info.isdir() or executable else 0o444
         return info
 
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add_entries(tar, [("results", None, 0o700, GRADER_UID), ("shim", None, 0o700, 0)])
-        tar.add(root, arcname="submission", recursive=True, filter=normalise)
-        _add_entries(tar, [("shim/ready", digest.encode() + b"\n", 0o600, 0)])
-    return buffer.getvalue()
+    def inside(base: PurePosixPath, path: PurePosixPath) -> bool:
+        return base in path.parents
+
+    tmpfs = paths.sandbox.work  # mounted over the volume: the archive would land underneath
+    payloads: list[tuple[PurePosixPath, bytes]] = []
+    for base in (*paths.mounts, CONTAINER_ROOT):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _add_entries(tar, [
+                (d.path.relative_to(base).as_posix(), None, d.mode, paths.uid_of(d))
+                for d in paths.directories if inside(base, d.path) and d.path != tmpfs
+            ])  # fmt: skip
+            if inside(base, paths.submission):
+                arcname = paths.submission.relative_to(base).as_posix()
+                tar.add(root, arcname=arcname, recursive=True, filter=normalise)
+            if metadata is not None and paths.metadata is not None and inside(base, paths.metadata):
+                _add_entries(tar, [(paths.metadata.relative_to(base).as_posix(), metadata,
+                                    0o444, 0)])  # fmt: skip
+            if base == CONTAINER_ROOT:
+                marker = paths.sandbox.ready_file.relative_to(base).as_posix()
+                _add_entries(tar, [(marker, digest.encode() + b"\n", 0o600, 0)])
+        payloads.append((base, buffer.getvalue()))
+    return payloads
 
 
 class _TooLarge(Exception):
@@ -654,6 +833,24 @@ def _read_tar(stream: io.RawIOBase) -> dict[str, dict[str, bytes]]:
             cap = _MAX_ENVELOPE_BYTES if name == "envelope.json" else MAX_RESULT_FILE_BYTES
             if member.size <= cap:
                 where[name] = _read_member(tar, member)
+    return files
+
+
+def _read_results_tar(stream: io.RawIOBase, wanted: tuple[str, ...] | None) -> dict[str, bytes]:
+    """Regular files directly inside a get_archive of a results directory.
+
+    ``wanted`` names the only files read (Coursera's /shared holds the
+    submission and the grader's scratch too); None: any. Links, FIFOs and
+    nested entries are skipped, never followed; files over the cap left out.
+    """
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as tar:
+        for member in tar:
+            parts = PurePosixPath(member.name).parts
+            if len(parts) != 2 or not member.isreg() or len(files) >= _MAX_RESULT_FILES:
+                continue
+            if (wanted is None or parts[1] in wanted) and member.size <= MAX_RESULT_FILE_BYTES:
+                files[parts[1]] = _read_member(tar, member)
     return files
 
 

@@ -213,3 +213,28 @@ def test_sweep_removes_only_our_resources_older_than_the_bound(
     assert report.containers == ["gradeflow-test-sweep-old-c"]
     assert old in report.volumes and new not in report.volumes
     assert docker_client.volumes.get(new).name == new
+
+
+def _volumes(client: docker.DockerClient, name: str) -> list[str]:
+    return sorted(v.name for v in client.volumes.list(filters={"name": name}))
+
+
+@pytest.mark.docker
+def test_a_coursera_run_reattaches_and_leaves_neither_container_nor_volumes(
+    docker_launcher: DockerLauncher,
+    docker_client: docker.DockerClient,
+    make_grading_job: MakeJob,
+    grader_images: list[str],
+) -> None:
+    example = EXAMPLES / "coursera-pyfib"
+    job = make_grading_job(example, example / "submissions/correct.py")
+    name = container_name(job.run_key)
+    first = docker_launcher.launch(job)
+    try:
+        second = docker_launcher.launch(job)
+        assert (first.reattached, second.reattached) == (False, True)
+        assert _volumes(docker_client, name) == [name, f"{name}-shared"]
+        assert _ours(docker_client, job.run_key) == [first.details["container_id"]]  # no helper
+    finally:
+        docker_launcher.cleanup(first)
+    assert (_ours(docker_client, job.run_key), _volumes(docker_client, name)) == ([], [])

@@ -13,19 +13,9 @@ import pytest
 from .conftest import EXAMPLES, GradeDocker
 
 
-def _layout(assignment_dir: Path) -> str:
-    return str(tomllib.loads((assignment_dir / "assignment.toml").read_text()).get("layout", ""))
-
-
 def _case(path: Path) -> object:
     assignment_dir = path.parent.parent
-    layout = _layout(assignment_dir) or "gradeflow"
-    marks = (
-        []
-        if layout == "gradeflow"
-        else [pytest.mark.skip(reason=f"the docker backend does not run the {layout} layout yet")]
-    )
-    return pytest.param(assignment_dir, path, id=f"{assignment_dir.name}/{path.name}", marks=marks)
+    return pytest.param(assignment_dir, path, id=f"{assignment_dir.name}/{path.name}")
 
 
 CASES = [_case(path) for path in sorted(EXAMPLES.glob("*/submissions/*")) if path.is_file()]
