@@ -37,46 +37,73 @@ egress only to the S3 endpoint the agent needs (a VPC gateway endpoint) --
 not from the shim. On EC2 with ``bridge`` networking the grader container
 gets ``disableNetworking`` and the agent keeps the network.
 
+Layouts (``gradeflow._layouts``). The agent gets the layout's tree as JSON in
+its task-definition environment (``GRADEFLOW_AGENT_LAYOUT``: submission and
+results directories, the result files it may carry out, the metadata path,
+the directories to create with owner and mode), so only the per-run metadata
+content (gradescope's ``submission_metadata.json``) rides in the 8 KiB
+overrides. Each fixed tree outside ``/grading`` (coursera's ``/shared``,
+gradescope's ``/autograder``) is its own task volume, mounted at that path
+in the agent and the grader. A volume at ``/autograder`` hides the image's
+``/autograder/source`` and ``run_autograder``, so for gradescope a fourth,
+non-essential container ``grader-files`` -- the grader image itself, with
+the volume mounted elsewhere -- copies them in (chowned to the grader) and
+the grader ``dependsOn`` it with SUCCESS; the grader's root filesystem stays
+read-only. The grader's variables that change per submission (coursera's
+``filename`` and ``userId``) cannot live in a shared revision: they are set
+on the grader container by ``RunTask`` overrides and passed through by the
+shim's ``--pass-env``. ``run_as_root`` adds ``--keep-root`` and gives the
+grader's directories to uid 0.
+
 Revisions are reused: the family is named by the assignment and a hash of the
-rendered definition, and an ACTIVE revision is compared after normalising the
+rendered definition (the layout included), and an ACTIVE revision is compared after normalising the
 defaults AWS fills in (as prefect-aws's ECS worker does) before registering.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from ._errors import ConfigurationError
+from ._layouts import LAYOUTS, Layout, LayoutPaths, SubmissionInfo
 from ._models import Limits
-from ._sandbox import CONTAINER_ROOT, SandboxPaths, grader_environment, shim_command
+from ._sandbox import CONTAINER_ROOT, SandboxPaths, shim_command
 
 __all__ = [
     "AGENT_CONTAINER",
     "DOCKER_DEFAULT_CAPABILITIES",
     "GRADER_CONTAINER",
+    "GRADER_FILES_CONTAINER",
     "MAX_OVERRIDES_BYTES",
     "SHIM_INIT_CONTAINER",
     "TaskDefinitionSpec",
     "agent_overrides",
     "container_paths",
     "fargate_size",
+    "layout_volume",
     "normalise_task_definition",
     "render_task_definition",
+    "split_grader_environment",
     "task_definitions_equal",
 ]
 
 SHIM_INIT_CONTAINER = "shim-init"
 AGENT_CONTAINER = "agent"
 GRADER_CONTAINER = "grader"
+GRADER_FILES_CONTAINER = "grader-files"
 VOLUME = "grading"
+SEED_ROOT = PurePosixPath("/gradeflow-volumes")
+"""Where ``grader-files`` mounts the layout's volumes (the image's own tree stays visible)."""
 MAX_OVERRIDES_BYTES = 8192
 """RunTask rejects ``overrides`` whose JSON exceeds 8 KiB."""
 
@@ -89,6 +116,8 @@ DOCKER_DEFAULT_CAPABILITIES = (
 _AGENT_MEMORY_MB = 128
 _AGENT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 """The agent (uid 0) hands work/ and results/ to 65534 and later reads what the grader left."""
+_GRADER_FILES_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+"""``grader-files`` (uid 0) copies the image's grader files, whatever their modes, and chowns."""
 _SHIM_OVERHEAD_MB = 64
 """The shim's own pages beside the grader's RLIMIT_AS, inside the container limit."""
 _FARGATE_MEMORY = {
@@ -125,6 +154,16 @@ class TaskDefinitionSpec:
         task_role_arn: normally None: nothing in the task needs AWS credentials.
         shim_capabilities: what the shim needs to drop privileges itself.
         ready_timeout_s: how long the shim waits for the agent's ready marker.
+        layout: the assignment's layout (with its ``run_as_root`` opt-in):
+            decides the task volumes, the agent's tree, the grader's cwd and
+            environment, and ``--keep-root``.
+        grader_environment: the grader's variables that are the same on every
+            run (see `split_grader_environment`); None: the layout's, with
+            the assignment id standing for a part id.
+        grader_pass_env: the grader's per-run variables (Coursera's
+            ``filename``, ``userId``): the shim copies them (``--pass-env``)
+            from the grader container's environment, which ``RunTask``
+            overrides set per run; None: the layout's.
     """
 
     assignment_id: str
@@ -143,6 +182,9 @@ class TaskDefinitionSpec:
     shim_capabilities: tuple[str, ...] = ("SETUID", "SETGID", "SETPCAP", "KILL")
     ready_timeout_s: float = 60.0
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    layout: Layout = LAYOUTS["gradeflow"]
+    grader_environment: Mapping[str, str] | None = None
+    grader_pass_env: tuple[str, ...] | None = None
 
 
 def container_paths() -> SandboxPaths:
@@ -166,11 +208,60 @@ def fargate_size(limits: Limits) -> tuple[int, int]:
     )
 
 
+def layout_volume(mount: PurePosixPath) -> str:
+    """The task volume holding a layout's fixed directory (``/shared`` -> ``shared``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", mount.name)
+
+
+def split_grader_environment(
+    layout: Layout, paths: LayoutPaths, info: SubmissionInfo
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The grader's environment as (the same on every run, this run's own).
+
+    A revision is shared by every submission of an assignment, so only the
+    first part can be baked into its ``entryPoint``; the second travels in
+    the grader container's ``RunTask`` overrides and reaches the grader
+    through the shim's ``--pass-env``. A variable is per-run when its value
+    changes with the submission (id, student, attempt, file name).
+    """
+    env = layout.environment(paths, info)
+    probe = layout.environment(
+        paths,
+        dataclasses.replace(
+            info,
+            submission_id=info.submission_id + "-probe",
+            student=(info.student or "") + "-probe",
+            attempt=info.attempt + 1,
+            filename=info.filename + "-probe",
+        ),
+    )
+    per_run = {k for k in env.keys() | probe.keys() if env.get(k) != probe.get(k)}
+    static = {k: v for k, v in env.items() if k not in per_run}
+    return static, {k: env[k] for k in sorted(per_run) if k in env}
+
+
 def render_task_definition(spec: TaskDefinitionSpec) -> dict[str, Any]:
     """The ``register_task_definition`` arguments for ``spec`` (family included)."""
-    paths = container_paths()
+    layout = spec.layout
+    layout_paths = layout.paths(container_paths())
+    paths = layout_paths.sandbox
     limits = spec.limits
-    mount = [{"sourceVolume": VOLUME, "containerPath": str(CONTAINER_ROOT), "readOnly": False}]
+    grading = {"sourceVolume": VOLUME, "containerPath": str(CONTAINER_ROOT), "readOnly": False}
+    mount = [grading]
+    # The layout's fixed trees (/shared, /autograder) outside /grading: task volumes
+    # the agent fills and the grader reads and writes.
+    layout_mounts = [
+        {"sourceVolume": layout_volume(m), "containerPath": str(m), "readOnly": False}
+        for m in layout_paths.mounts
+    ]
+    if spec.grader_environment is None:
+        # No job at hand (tests, previews): the assignment's id stands for its part id.
+        placeholder = SubmissionInfo(spec.assignment_id, "", "-", None, 1, "-", spec.assignment_id)
+        environment, per_run = split_grader_environment(layout, layout_paths, placeholder)
+        pass_env = tuple(per_run) if spec.grader_pass_env is None else spec.grader_pass_env
+    else:
+        environment = dict(spec.grader_environment)
+        pass_env = spec.grader_pass_env or ()
     entry_point = shim_command(
         str(paths.shim_binary),
         paths,
@@ -181,14 +272,17 @@ def render_task_definition(spec: TaskDefinitionSpec) -> dict[str, Any]:
         # sha256 before it writes the marker (see gradeflow.agent).
         digest="-",
         ready_timeout_s=spec.ready_timeout_s,
-        environment={**grader_environment(paths), "TMPDIR": str(paths.work)},
+        environment={**environment, "TMPDIR": str(paths.work)},
+        workdir=layout_paths.workdir,
+        keep_root=layout.run_as_root,
     )
-    entry_point = _without_digest_check(entry_point)
+    entry_point = _with_pass_env(_without_digest_check(entry_point), pass_env)
     fargate = spec.launch_type == "FARGATE"
     if fargate:
         caps = {"drop": sorted(set(DOCKER_DEFAULT_CAPABILITIES) - set(spec.shim_capabilities))}
     else:
         caps = {"drop": ["ALL"], "add": sorted(spec.shim_capabilities)}
+    seeded = _seeded_mount(layout_paths)
     grader: dict[str, Any] = {
         "name": GRADER_CONTAINER,
         "image": spec.grader_image,
@@ -196,13 +290,18 @@ def render_task_definition(spec: TaskDefinitionSpec) -> dict[str, Any]:
         "entryPoint": entry_point,
         "command": [],
         "user": "0",  # only so the shim can switch to 65534 and drop the bounding set
-        "workingDirectory": str(paths.work),
+        "workingDirectory": str(layout_paths.workdir),
         "readonlyRootFilesystem": True,
         "memory": limits.memory_mb + _SHIM_OVERHEAD_MB,
         "cpu": math.ceil(limits.cpus * 1024),
-        "mountPoints": mount,
+        "mountPoints": mount + layout_mounts,
         "dependsOn": [
             {"containerName": SHIM_INIT_CONTAINER, "condition": "SUCCESS"},
+            *(
+                [{"containerName": GRADER_FILES_CONTAINER, "condition": "SUCCESS"}]
+                if seeded is not None
+                else []
+            ),
             {"containerName": AGENT_CONTAINER, "condition": "START"},
         ],
         "linuxParameters": {"capabilities": caps},
@@ -233,20 +332,26 @@ def render_task_definition(spec: TaskDefinitionSpec) -> dict[str, Any]:
         "image": spec.agent_image,
         "essential": True,
         "command": ["python3", "-I", "-m", "gradeflow.agent"],
-        "user": "0",  # creates work/ and results/ owned by 65534, shim/ owned by root
+        "user": "0",  # creates the layout's directories with their owners (65534 or root)
         "readonlyRootFilesystem": True,
         "memory": _AGENT_MEMORY_MB,
-        "mountPoints": mount,
+        "mountPoints": mount + layout_mounts,
+        "environment": [
+            {"name": "GRADEFLOW_AGENT_LAYOUT", "value": agent_layout(layout_paths)},
+        ],
         "dependsOn": [{"containerName": SHIM_INIT_CONTAINER, "condition": "SUCCESS"}],
         "linuxParameters": {"capabilities": {"drop": ["ALL"], "add": _AGENT_CAPS}}
         if not fargate
         else {"capabilities": {"drop": ["MKNOD", "NET_RAW", "SETFCAP", "SYS_CHROOT"]}},
         "logConfiguration": _logs(spec),
     }
+    containers = [shim_init, agent, grader]
+    if seeded is not None:
+        containers.insert(1, _grader_files(spec, layout_paths, seeded, fargate))
     body: dict[str, Any] = {
         "networkMode": spec.network_mode,
-        "containerDefinitions": [shim_init, agent, grader],
-        "volumes": [{"name": VOLUME}],
+        "containerDefinitions": containers,
+        "volumes": [{"name": VOLUME}, *({"name": m["sourceVolume"]} for m in layout_mounts)],
         "requiresCompatibilities": [spec.launch_type],
     }
     if fargate:
@@ -268,9 +373,92 @@ def render_task_definition(spec: TaskDefinitionSpec) -> dict[str, Any]:
     body["tags"] = [
         {"key": "gradeflow:assignment", "value": spec.assignment_id},
         {"key": "gradeflow:content", "value": digest[:32]},
+        {"key": "gradeflow:layout", "value": layout.name + ("+root" if layout.run_as_root else "")},
         *({"key": k, "value": v} for k, v in sorted(spec.extra_tags.items())),
     ]
     return body
+
+
+def agent_layout(paths: LayoutPaths) -> str:
+    """``GRADEFLOW_AGENT_LAYOUT``: the layout's tree as the agent creates and reads it."""
+    return json.dumps(
+        {
+            "submission": str(paths.submission),
+            "results": str(paths.results),
+            "result_files": None if paths.result_files is None else list(paths.result_files),
+            "metadata": None if paths.metadata is None else str(paths.metadata),
+            "directories": [[str(d.path), paths.uid_of(d), d.mode] for d in paths.directories],
+        },
+        separators=(",", ":"),
+    )
+
+
+def _seeded_mount(paths: LayoutPaths) -> PurePosixPath | None:
+    """The layout volume that hides grader files the image has (gradescope's /autograder).
+
+    A volume mounted at ``/autograder`` hides the image's ``/autograder/source``
+    and ``run_autograder`` from the grader, so ``grader-files`` copies them in.
+    """
+    for mount in paths.mounts:
+        if mount in paths.grader_dir.parents:
+            return mount
+    return None
+
+
+def _grader_files(
+    spec: TaskDefinitionSpec, paths: LayoutPaths, mount: PurePosixPath, fargate: bool
+) -> dict[str, Any]:
+    """``grader-files``: the grader image, copying its own grader files into the layout volume.
+
+    It mounts the volume away from ``mount`` (at ``SEED_ROOT/<volume>``), so
+    it still sees the image's tree there, and copies the grader directory
+    (and, for gradescope, ``run_autograder``, from where the image has it or
+    else from the grader directory) into the volume, handing it to the
+    grader when the layout says the grader writes there. Needs ``/bin/sh``
+    and ``cp`` in the image (every Gradescope base image has them).
+    """
+    volume = layout_volume(mount)
+    seed = SEED_ROOT / volume
+
+    def seeded(path: PurePosixPath) -> str:
+        return shlex.quote(str(seed / path.relative_to(mount)))
+
+    source, dest = shlex.quote(str(paths.grader_dir)), seeded(paths.grader_dir)
+    lines = ["set -eu", f"mkdir -p {dest}", f"cp -a {source}/. {dest}/"]
+    if paths.program_copy is not None:
+        program, target = paths.program_copy
+        image_copy = shlex.quote(str(target))
+        lines.append(
+            f"if [ -f {image_copy} ]; then cp {image_copy} {seeded(target)}; "
+            f"else cp {shlex.quote(str(program))} {seeded(target)}; fi"
+        )
+        lines.append(f"chmod 0755 {seeded(target)}")
+    if paths.grader_writable:
+        lines.append(f"chown -R {paths.grader_uid}:{paths.grader_uid} {dest}")
+    else:
+        lines.append(f"chown -R 0:0 {dest} && chmod -R a-w {dest}")
+    container: dict[str, Any] = {
+        "name": GRADER_FILES_CONTAINER,
+        "image": spec.grader_image,
+        "essential": False,
+        "entryPoint": ["/bin/sh", "-c", "\n".join(lines)],
+        "command": [],
+        "user": "0",
+        "readonlyRootFilesystem": True,
+        "memory": 64,
+        "mountPoints": [{"sourceVolume": volume, "containerPath": str(seed), "readOnly": False}],
+        "linuxParameters": {
+            "capabilities": {
+                "drop": sorted(set(DOCKER_DEFAULT_CAPABILITIES) - set(_GRADER_FILES_CAPS))
+            }
+            if fargate
+            else {"drop": ["ALL"], "add": _GRADER_FILES_CAPS}
+        },
+        "logConfiguration": _logs(spec),
+    }
+    if not fargate and spec.network_mode == "bridge":
+        container["disableNetworking"] = True
+    return container
 
 
 def content_hash(body: Mapping[str, Any]) -> str:
@@ -322,26 +510,40 @@ def task_definitions_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return normalise_task_definition(a) == normalise_task_definition(b)
 
 
-def agent_overrides(environment: Mapping[str, str]) -> dict[str, Any]:
+def agent_overrides(
+    environment: Mapping[str, str], grader_environment: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The ``RunTask`` ``overrides`` carrying per-run data to the agent, size-checked.
+
+    ``grader_environment``: the grader's per-run variables (see
+    `split_grader_environment`), set on the grader container for the shim's
+    ``--pass-env``.
 
     Raises:
         ConfigurationError: the overrides exceed ECS's 8 KiB (long bucket
             names or prefixes make presigned URLs long).
     """
-    overrides = {
-        "containerOverrides": [
+    containers: list[dict[str, Any]] = [
+        {
+            "name": AGENT_CONTAINER,
+            "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+        }
+    ]
+    if grader_environment:
+        containers.append(
             {
-                "name": AGENT_CONTAINER,
-                "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+                "name": GRADER_CONTAINER,
+                "environment": [
+                    {"name": k, "value": v} for k, v in sorted(grader_environment.items())
+                ],
             }
-        ]
-    }
+        )
+    overrides = {"containerOverrides": containers}
     size = len(json.dumps(overrides, separators=(",", ":")).encode())
     if size > MAX_OVERRIDES_BYTES:
         raise ConfigurationError(
             f"RunTask overrides are {size} bytes, over ECS's limit of {MAX_OVERRIDES_BYTES}: "
-            "shorten GRADEFLOW_S3_PREFIX or the bucket name"
+            "shorten GRADEFLOW_S3_PREFIX or the bucket name (a layout's metadata counts too)"
         )
     return overrides
 
@@ -376,6 +578,14 @@ def _without_digest_check(argv: Sequence[str]) -> list[str]:
             continue
         out.append(part)
     return out
+
+
+def _with_pass_env(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Add ``--pass-env NAME`` for each per-run variable, before the ``--``."""
+    out = list(argv)
+    split = out.index("--")
+    extra = [part for name in names for part in ("--pass-env", name)]
+    return out[:split] + extra + out[split:]
 
 
 def _drop_empty(value: dict[str, Any]) -> None:

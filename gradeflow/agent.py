@@ -19,9 +19,18 @@ variables that the flow put into ``RunTask``'s container overrides:
     GRADEFLOW_AGENT_UPLOADS          JSON {name: presigned PUT URL} for
                                      ready, envelope, stdout, stderr, results, manifest
     GRADEFLOW_AGENT_ROOT             the contract's root (default /grading)
+    GRADEFLOW_AGENT_LAYOUT           JSON: where the assignment's layout wants the
+                                     submission, the results and the metadata, and
+                                     which directories to create (owner, mode); set
+                                     in the task definition (the same for every run)
+    GRADEFLOW_AGENT_METADATA         the layout's submission-metadata file (gradescope's
+                                     submission_metadata.json), written 0444 before
+                                     the ready marker
 
-The steps, in order: lay out ``/grading``; download, hash and verify the
-submission; unpack it with the safe unpacker; write the ready marker (the
+The steps, in order: lay out ``/grading`` (and the layout's own tree,
+``/shared`` or ``/autograder``, on task volumes); download, hash and verify the
+submission; unpack it with the safe unpacker into the layout's submission directory;
+write the layout's metadata file; write the ready marker (the
 shim in the grader container is waiting for it); PUT ``ready`` once the shim
 has started the grader; wait, bounded, for the envelope; PUT the envelope,
 the output tails and a tar of the results files; PUT the manifest last, so
@@ -51,7 +60,7 @@ from typing import Any
 from gradeflow._archives import ArchiveLimits, unpack_submission
 from gradeflow._errors import InvalidSubmission
 
-__all__ = ["AgentConfig", "main", "run_agent"]
+__all__ = ["AgentConfig", "AgentLayout", "main", "run_agent"]
 
 MANIFEST_VERSION = 1
 UPLOAD_NAMES = ("ready", "envelope", "stdout", "stderr", "results", "manifest")
@@ -61,6 +70,42 @@ _MAX_RESULT_FILES = 32
 _MAX_RESULT_FILE_BYTES = 4 << 20
 _STARTED_WAIT_S = 15.0
 _HTTP_TIMEOUT_S = 60.0
+
+
+class AgentLayout:
+    """Where the assignment's layout puts things in the task (see gradeflow._layouts).
+
+    Without ``GRADEFLOW_AGENT_LAYOUT`` (task definitions rendered before
+    layouts): gradeflow's contract under ``root``, grader uid 65534.
+    """
+
+    def __init__(self, spec: Mapping[str, Any] | None, root: Path) -> None:
+        if spec is None:
+            spec = {
+                "submission": str(root / "submission"),
+                "results": str(root / "results"),
+                "result_files": None,
+                "metadata": None,
+                "directories": [
+                    [str(root / "shim"), 0, 0o700],
+                    [str(root / "work"), GRADER_UID, 0o700],
+                    [str(root / "results"), GRADER_UID, 0o700],
+                ],
+            }
+        self.submission = Path(str(spec["submission"]))
+        self.results = Path(str(spec["results"]))
+        files = spec.get("result_files")
+        self.result_files: tuple[str, ...] | None = (
+            None if files is None else tuple(str(f) for f in files)
+        )
+        metadata = spec.get("metadata")
+        self.metadata: Path | None = None if metadata is None else Path(str(metadata))
+        self.directories: list[tuple[Path, int, int]] = [
+            (Path(str(path)), int(uid), int(mode)) for path, uid, mode in spec["directories"]
+        ]
+        for path in (self.submission, self.results, *(d for d, _, _ in self.directories)):
+            if not path.is_absolute():
+                raise ValueError(f"GRADEFLOW_AGENT_LAYOUT: {path} is not absolute")
 
 
 class AgentConfig:
@@ -85,6 +130,15 @@ class AgentConfig:
             raise ValueError(f"GRADEFLOW_AGENT_UPLOADS lacks {', '.join(missing)}")
         self.uploads: dict[str, str] = {n: uploads[n] for n in UPLOAD_NAMES}
         self.root = Path(env.get("GRADEFLOW_AGENT_ROOT", "/grading"))
+        layout = env.get("GRADEFLOW_AGENT_LAYOUT")
+        try:
+            self.layout = AgentLayout(json.loads(layout) if layout else None, self.root)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"GRADEFLOW_AGENT_LAYOUT is malformed: {exc!r}") from exc
+        metadata = env.get("GRADEFLOW_AGENT_METADATA")
+        self.metadata: bytes | None = metadata.encode() if metadata is not None else None
+        if self.metadata is not None and self.layout.metadata is None:
+            raise ValueError("GRADEFLOW_AGENT_METADATA is set but the layout has no metadata path")
 
 
 def main() -> int:
@@ -120,8 +174,9 @@ def _grade(
     config: AgentConfig, send: Callable[[str, bytes], None], manifest: dict[str, Any]
 ) -> tuple[str, str | None]:
     root = config.root
+    layout = config.layout
     shim_dir = root / "shim"
-    _lay_out(root)
+    _lay_out(layout)
     t0 = time.monotonic()
     incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
     try:
@@ -131,7 +186,7 @@ def _grade(
             manifest["timings_ms"]["download"] = _ms_since(t0)
             unpack_submission(
                 archive,
-                root / "submission",
+                layout.submission,
                 filename=config.filename,
                 limits=ArchiveLimits(max_total_bytes=config.max_bytes, max_files=config.max_files),
             )
@@ -139,6 +194,9 @@ def _grade(
             return "invalid_submission", str(exc)
     finally:
         _remove(incoming)
+    if config.metadata is not None and layout.metadata is not None:
+        _write_atomically(layout.metadata, config.metadata)
+        os.chmod(layout.metadata, 0o444)
     _write_atomically(shim_dir / "ready", config.sha256.encode())
     manifest["timings_ms"]["ready"] = _ms_since(t0)
     started = _wait_for_any(
@@ -149,22 +207,26 @@ def _grade(
     envelope_path = shim_dir / "envelope.json"
     if not _wait_for_any([envelope_path], config.deadline_s):
         reason = f"the shim wrote no envelope within {config.deadline_s:g} s"
-        _upload_outputs(config, send, manifest, shim_dir, root / "results", envelope=False)
+        _upload_outputs(config, send, manifest, shim_dir, envelope=False)
         return "failed", reason
     manifest["timings_ms"]["finished"] = _ms_since(t0)
-    _upload_outputs(config, send, manifest, shim_dir, root / "results", envelope=True)
+    _upload_outputs(config, send, manifest, shim_dir, envelope=True)
     return "completed", None
 
 
-def _lay_out(root: Path) -> None:
-    """The contract's directories; work/ and results/ belong to the grader user."""
+def _lay_out(layout: AgentLayout) -> None:
+    """The layout's directories, parents first, each with its owner and mode.
+
+    A directory may already exist (a task volume's mount point, or one the
+    grader-files container is filling): it is given its owner and mode all
+    the same. Owners change only when the agent runs as root (in the task).
+    """
     as_root = os.geteuid() == 0
-    (root / "shim").mkdir(mode=0o700, exist_ok=True)
-    for name in ("work", "results"):
-        path = root / name
-        path.mkdir(mode=0o700, exist_ok=True)
+    for path, uid, mode in layout.directories:
+        path.mkdir(mode=mode, exist_ok=True)
+        os.chmod(path, mode)  # not narrowed by the umask, and fixed on a mount point
         if as_root:
-            os.chown(path, GRADER_UID, GRADER_UID)
+            os.chown(path, uid, uid)
 
 
 def _download(url: str, dest: Path, sha256: str, max_bytes: int) -> None:
@@ -194,14 +256,13 @@ def _upload_outputs(
     send: Callable[[str, bytes], None],
     manifest: dict[str, Any],
     shim_dir: Path,
-    results_dir: Path,
     *,
     envelope: bool,
 ) -> None:
     blobs: dict[str, bytes] = {
         "stdout": _tail(shim_dir / "stdout"),
         "stderr": _tail(shim_dir / "stderr"),
-        "results": _results_tar(results_dir),
+        "results": _results_tar(config.layout.results, config.layout.result_files),
     }
     if envelope:
         blobs["envelope"] = (shim_dir / "envelope.json").read_bytes()[:_MAX_RESULT_FILE_BYTES]
@@ -210,14 +271,20 @@ def _upload_outputs(
         manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def _results_tar(results_dir: Path) -> bytes:
-    """Regular top-level files of the results dir, never following the grader's links."""
+def _results_tar(results_dir: Path, wanted: tuple[str, ...] | None = None) -> bytes:
+    """Regular top-level files of the results dir, never following the grader's links.
+
+    ``wanted`` names the only files taken (a results directory shared with
+    other files, like Coursera's ``/shared``); None: any.
+    """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         try:
             names = sorted(os.listdir(results_dir))
         except FileNotFoundError:
             names = []
+        if wanted is not None:
+            names = [name for name in names if name in wanted]
         for name in names[:_MAX_RESULT_FILES]:
             try:
                 fd = os.open(results_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

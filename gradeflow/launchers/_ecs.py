@@ -57,10 +57,13 @@ from .._ecs_taskdef import (
     SHIM_INIT_CONTAINER,
     TaskDefinitionSpec,
     agent_overrides,
+    container_paths,
     render_task_definition,
+    split_grader_environment,
     task_definitions_equal,
 )
 from .._errors import ConfigurationError, GradeflowError, InfraError, InvalidSubmission
+from .._layouts import SubmissionInfo, layout_for
 from .._models import Backend, GraderIdentity, ShimEnvelope
 from .._settings import Settings
 from .._shim_image import SHIM_IMAGE_REPOSITORY
@@ -243,6 +246,8 @@ class EcsLauncher(Launcher):
                 f"assignment {assignment.id}: [grader] image is required for the ecs backend"
             )
         c = self._config
+        layout = layout_for(assignment)
+        static_env, per_run_env = self._grader_environment(job)
         return TaskDefinitionSpec(
             assignment_id=assignment.id,
             grader_image=assignment.grader.image,
@@ -259,6 +264,16 @@ class EcsLauncher(Launcher):
             task_role_arn=c.task_role_arn,
             shim_capabilities=c.shim_capabilities,
             ready_timeout_s=max(assignment.limits.timeout_s, c.ready_timeout_s),
+            layout=layout,
+            grader_environment=static_env,
+            grader_pass_env=tuple(per_run_env),
+        )
+
+    def _grader_environment(self, job: GradingJob) -> tuple[dict[str, str], dict[str, str]]:
+        """The layout's grader environment: (in the revision, in this run's overrides)."""
+        layout = layout_for(job.assignment)
+        return split_grader_environment(
+            layout, layout.paths(container_paths()), SubmissionInfo.for_job(job)
         )
 
     def ensure_task_definition(self, job: GradingJob) -> str:
@@ -303,7 +318,9 @@ class EcsLauncher(Launcher):
             if self._store.exists(prefix + "manifest.json"):
                 return self._handle(job, arn, taskdef_arn, reattached=True)
         environment, stable = self._agent_environment(job, prefix)
-        overrides = agent_overrides(environment)
+        _, grader_environment = self._grader_environment(job)
+        overrides = agent_overrides(environment, grader_environment)
+        stable += json.dumps(grader_environment, sort_keys=True)
         token = _client_token(job.run_key, taskdef_arn, stable, generation=len(stopped))
         request: dict[str, Any] = {
             "cluster": self._config.cluster,
@@ -368,6 +385,10 @@ class EcsLauncher(Launcher):
             "GRADEFLOW_AGENT_DEADLINE_S": f"{deadline:g}",
             "GRADEFLOW_AGENT_UPLOADS": json.dumps(uploads, separators=(",", ":")),
         }
+        # Not part of ``stable``: it carries the time it was made (created_at).
+        metadata = layout_for(job.assignment).metadata(SubmissionInfo.for_job(job))
+        if metadata is not None:
+            env["GRADEFLOW_AGENT_METADATA"] = metadata.decode()
         stable = json.dumps(
             {
                 "sha256": job.submission_sha256,

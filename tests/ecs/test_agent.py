@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -157,3 +158,64 @@ def test_no_envelope_within_the_deadline_still_reports(s3: S3Store, tmp_path: Pa
     assert run_agent(AgentConfig(env)) == 0
     manifest: dict[str, Any] = json.loads(s3.get_bytes("runs/a/s/manifest"))
     assert manifest["outcome"] == "failed" and "no envelope" in manifest["reason"]
+
+
+def test_a_layout_moves_the_submission_metadata_and_results(s3: S3Store, tmp_path: Path) -> None:
+    """Gradescope's tree: submission and results under autograder/, metadata before ready."""
+    root, tree = tmp_path / "grading", tmp_path / "autograder"
+    root.mkdir()
+    tree.mkdir()
+    layout = {
+        "submission": str(tree / "submission"),
+        "results": str(tree / "results"),
+        "result_files": ["results.json"],
+        "metadata": str(tree / "submission_metadata.json"),
+        "directories": [
+            [str(root / "shim"), 0, 0o700],
+            [str(root / "work"), 65534, 0o700],
+            [str(tree / "results"), 65534, 0o755],
+        ],
+    }
+    env = agent_env(
+        s3, zip_of({"primes.py": "x = 1\n"}), root,
+        GRADEFLOW_AGENT_LAYOUT=json.dumps(layout), GRADEFLOW_AGENT_METADATA='{"id": "s"}',
+    )  # fmt: skip
+    seen: dict[str, Any] = {}
+
+    def play() -> None:
+        for _ in range(500):
+            if (root / "shim" / "ready").exists():
+                break
+            threading.Event().wait(0.01)
+        metadata = tree / "submission_metadata.json"
+        seen["metadata"] = (metadata.read_text(), metadata.stat().st_mode & 0o777)
+        (tree / "results" / "results.json").write_text('{"score": 1}')
+        (tree / "results" / "other.txt").write_text("not collected")
+        envelope = {"shim_version": "t", "status": "exited", "exit_code": 0, "wall_ms": 5}
+        (root / "shim" / "envelope.json").write_text(json.dumps(envelope))
+
+    player = threading.Thread(target=play, daemon=True)
+    player.start()
+    assert run_agent(AgentConfig(env)) == 0
+    player.join(5)
+    assert seen["metadata"] == ('{"id": "s"}', 0o444)
+    assert (tree / "submission" / "primes.py").read_text() == "x = 1\n"
+    assert not (root / "submission").exists()
+    assert (tree / "results").stat().st_uid == (65534 if os.geteuid() == 0 else os.geteuid())
+    manifest = json.loads(s3.get_bytes("runs/a/s/manifest"))
+    assert manifest["outcome"] == "completed"
+    with tarfile.open(fileobj=io.BytesIO(s3.get_bytes("runs/a/s/results"))) as tar:
+        assert tar.getnames() == ["results.json"]
+
+
+def test_metadata_without_a_metadata_path_is_refused(tmp_path: Path) -> None:
+    layout = {"submission": "/s", "results": "/r", "directories": []}
+    env = {
+        "GRADEFLOW_AGENT_SUBMISSION_URL": "http://x", "GRADEFLOW_AGENT_SHA256": "0" * 64,
+        "GRADEFLOW_AGENT_FILENAME": "a.py", "GRADEFLOW_AGENT_MAX_BYTES": "1",
+        "GRADEFLOW_AGENT_MAX_FILES": "1", "GRADEFLOW_AGENT_DEADLINE_S": "1",
+        "GRADEFLOW_AGENT_UPLOADS": json.dumps({n: "http://x" for n in UPLOAD_NAMES}),
+        "GRADEFLOW_AGENT_LAYOUT": json.dumps(layout), "GRADEFLOW_AGENT_METADATA": "{}",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="no metadata path"):
+        AgentConfig(env)

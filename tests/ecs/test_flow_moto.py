@@ -12,14 +12,22 @@ the "agent" runs ``gradeflow.agent.run_agent`` with the environment from the
 task's overrides, and the "grader" runs the revision's ``entryPoint`` argv as
 a local process, with /grading and /grader mapped to directories on this
 host -- and finally stops the task on moto, as the essential agent's exit
-would. moto's own limits shape the rest: awsvpc RunTask crashes in moto
-5.2.5, so the tasks here use the EC2 launch type with ``bridge`` networking
-on a registered container instance; moto ignores ``clientToken`` and never
-sets a stopCode (the Stubber tests cover those).
+would. A layout's task volumes (coursera's /shared, gradescope's /autograder)
+are directories on this host: the agent is handed their host paths, the
+grader runs in a private mount namespace with each bind-mounted on its
+container path (its graders hard-code those paths), and "grader-files" runs
+its rendered script against the example's autograder tree laid out as its
+Dockerfile lays it out in the image. moto's own limits shape the rest:
+awsvpc RunTask crashes in moto 5.2.5, so the tasks here use the EC2 launch
+type with ``bridge`` networking on a registered container instance; moto
+ignores ``clientToken`` and never sets a stopCode (the Stubber tests cover
+those).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -83,15 +91,32 @@ class TaskRuntime:
             taskdef = self._ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])[
                 "taskDefinition"
             ]
-            grader = next(c for c in taskdef["containerDefinitions"] if c["name"] == "grader")
+            defs = {c["name"]: c for c in taskdef["containerDefinitions"]}
+            grader = defs["grader"]
             assignment = grader["image"].split("/")[-1].split(":")[0]
-            (override,) = task["overrides"]["containerOverrides"]
-            env = {e["name"]: e["value"] for e in override["environment"]}
-            root = self._work / arn.rsplit("/", 1)[-1]
+            overrides = {
+                o["name"]: {e["name"]: e["value"] for e in o.get("environment", [])}
+                for o in task["overrides"]["containerOverrides"]
+            }
+            task_id = arn.rsplit("/", 1)[-1]
+            root = self._work / task_id
             root.mkdir(mode=0o755)
+            # The layout's task volumes: host directories, by container path.
+            volumes: dict[str, Path] = {}
+            for point in grader["mountPoints"]:
+                if point["sourceVolume"] != "grading":
+                    volumes[point["containerPath"]] = (
+                        self._work / f"{task_id}-{point['sourceVolume']}"
+                    )
+                    volumes[point["containerPath"]].mkdir(mode=0o755)
             # shim-init: `gradeflow-shim install /grading/bin/gradeflow-shim`
             subprocess.run([self._shim, "install", str(root / "bin" / "gradeflow-shim")],
                            check=True, capture_output=True)  # fmt: skip
+            if "grader-files" in defs:
+                self._grader_files(defs["grader-files"], assignment, volumes)
+            env = {e["name"]: e["value"] for e in defs["agent"].get("environment", [])}
+            env.update(overrides.get("agent", {}))
+            env["GRADEFLOW_AGENT_LAYOUT"] = _to_host(env["GRADEFLOW_AGENT_LAYOUT"], root, volumes)
             agent = threading.Thread(
                 target=run_agent, args=(AgentConfig({**env, "GRADEFLOW_AGENT_ROOT": str(root)}),)
             )
@@ -101,16 +126,77 @@ class TaskRuntime:
             grader_dir = EXAMPLES / assignment / "grader"
             argv = [_remap(a, root, grader_dir) for a in grader["entryPoint"]]
             with open(root / "grader-events.log", "wb") as events:
-                subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=events, timeout=120, check=False)  # fmt: skip
+                subprocess.run(_in_mount_namespace(volumes) + argv, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=events, timeout=120,
+                               check=False, env={"PATH": SAFE_PATH, **overrides.get("grader", {})},
+                               )  # fmt: skip
             agent.join(120)
         except Exception as exc:  # surfaced by the test
             self.errors.append(f"{arn}: {type(exc).__name__}: {exc}")
         finally:
             self._ecs.stop_task(cluster=CLUSTER, task=arn, reason="Essential container exited")
 
+    def _grader_files(
+        self, spec: dict[str, Any], assignment: str, volumes: dict[str, Path]
+    ) -> None:
+        """Run grader-files' rendered script against the image's tree, as its Dockerfile has it."""
+        image = self._work / f"image-{uuid.uuid4().hex[:8]}"
+        image.mkdir(mode=0o755)
+        shutil.copytree(EXAMPLES / assignment / "autograder", image / "source")
+        shutil.copy(image / "source" / "run_autograder", image / "run_autograder")
+        (point,) = spec["mountPoints"]
+        seed = volumes["/" + point["sourceVolume"]]
+        script = (
+            spec["entryPoint"][2]
+            .replace(point["containerPath"], "@SEED@")
+            .replace("/autograder", str(image))
+            .replace("@SEED@", str(seed))
+        )
+        done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _to_host(layout: str, root: Path, volumes: dict[str, Path]) -> str:
+    """The agent's layout JSON with container paths replaced by this host's directories."""
+    spec = json.loads(layout)
+
+    def host(path: str) -> str:
+        for mount, where in volumes.items():
+            if path == mount or path.startswith(mount + "/"):
+                return str(where) + path[len(mount) :]
+        return path.replace("/grading", str(root), 1)
+
+    for key in ("submission", "results", "metadata"):
+        if spec.get(key):
+            spec[key] = host(spec[key])
+    spec["directories"] = [[host(p), uid, mode] for p, uid, mode in spec["directories"]]
+    return json.dumps(spec)
+
+
+def _in_mount_namespace(volumes: dict[str, Path]) -> list[str]:
+    """A prefix that runs the grader with each volume bind-mounted on its container path."""
+    if not volumes:
+        return []
+    pairs: list[str] = []
+    for mount, where in volumes.items():
+        with contextlib.suppress(FileExistsError):
+            Path(mount).mkdir(mode=0o755)
+        pairs += [str(where), mount]
+    script = (
+        'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; '
+        'shift; exec "$@"'
+    )
+    return ["unshare", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", script, "mounts", *pairs, "--"]  # fmt: skip
+
 
 def _remap(arg: str, root: Path, grader_dir: Path) -> str:
+    if arg == "/grader":
+        return str(grader_dir)
     return (
         arg.replace("/grading", str(root))
         .replace("/grader/", f"{grader_dir}/")
@@ -119,7 +205,11 @@ def _remap(arg: str, root: Path, grader_dir: Path) -> str:
 
 
 def entrypoint_from_dockerfile(image: str) -> ImageConfig:
-    """Stands in for ECR: the example images' ENTRYPOINT, as their Dockerfiles say."""
+    """Stands in for ECR: the example images' ENTRYPOINT and CMD, as their Dockerfiles say."""
+    if "coursera-pyfib" in image:
+        return ImageConfig(entrypoint=("python3", "/grader/grader.py"), cmd=(), digest="sha256:1")
+    if "gradescope-pyprimes" in image:
+        return ImageConfig(entrypoint=(), cmd=("/autograder/run_autograder",), digest="sha256:2")
     return ImageConfig(entrypoint=("python3", "/grader/run_tests.py"), cmd=(), digest="sha256:0")
 
 
@@ -132,9 +222,12 @@ def runtime(moto_ecs: Any, shim_artifact: Any, session_dir: Path) -> Iterator[Ta
     shutil.rmtree(work, ignore_errors=True)
 
 
+EXAMPLE_ASSIGNMENTS = ("py-fizzbuzz", "py-wordfreq", "coursera-pyfib", "gradescope-pyprimes")
+
+
 def expectations() -> list[tuple[str, str, dict[str, Any]]]:
     cases = []
-    for assignment in ("py-fizzbuzz", "py-wordfreq"):
+    for assignment in EXAMPLE_ASSIGNMENTS:
         expected = tomllib.loads((EXAMPLES / assignment / "expected.toml").read_text())
         for name, want in expected["submissions"].items():
             cases.append((assignment, name, want))
