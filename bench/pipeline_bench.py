@@ -201,5 +201,6 @@ def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> 
         cells = [name, f"{row['wall']:.0f}", grader_cell, overhead, *stages]
         print("| " + " | ".join(cells) + " |")
 
+
 if __name__ == "__main__":
     main()
