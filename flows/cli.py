@@ -1,4 +1,4 @@
-"""The ``gradeflow`` command line: grade, demo, shim build.
+"""The ``gradeflow`` command line: grade and regrade submissions, build the shim and images.
 
 Exit codes of ``gradeflow grade``: 0 when a GradeResult was produced (whatever
 its status), 2 for bad arguments or configuration, 1 when infrastructure
@@ -153,12 +153,17 @@ def demo(
         table.add_column(column)
     mismatches = 0
     for (assignment_dir, path, expected), result in zip(cases, results, strict=True):
-        got = _summary(result.status, result.score, result.max_score)
         want = (
             _summary(expected.get("status"), expected.get("score"), expected.get("max_score"))
             if expected
             else "?"
         )
+        if isinstance(result, GradeflowError):
+            mismatches += 1
+            table.add_row(assignment_dir.name, path.name, "[red]error[/]", "—",
+                          f"[red]✗ {want}: {result}[/]", "—", "—")  # fmt: skip
+            continue
+        got = _summary(result.status, result.score, result.max_score)
         ok = not expected or got == want
         mismatches += not ok
         table.add_row(
@@ -197,10 +202,10 @@ def _example_cases(examples: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
 
 async def _grade_all(
     cases: list[tuple[Path, Path, dict[str, Any]]], backend: Backend
-) -> list[GradeResult]:
+) -> list[GradeResult | GradeflowError]:
     from flows._grade import grade_submission
 
-    results: list[GradeResult] = []
+    results: list[GradeResult | GradeflowError] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=err) as progress:
@@ -215,7 +220,10 @@ async def _grade_all(
                 assignment_dir=str(assignment.root),
                 backend=backend,
             )
-            results.append(await grade_submission(request=request))
+            try:
+                results.append(await grade_submission(request=request))
+            except GradeflowError as exc:  # one broken case must not hide the others
+                results.append(exc)
             progress.advance(bar)
     return results
 

@@ -110,6 +110,25 @@ def test_demo_grades_every_example_as_expected(cli_env: dict[str, str]) -> None:
     assert done.stdout.count("✓") == total, done.stdout
 
 
+def test_demo_reports_a_broken_example_and_still_grades_the_others(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "py-fizzbuzz").symlink_to(EXAMPLES / "py-fizzbuzz")
+    broken = examples / "broken"
+    (broken / "submissions").mkdir(parents=True)
+    (broken / "submissions" / "s.py").write_text("x = 1\n")
+    (broken / "assignment.toml").write_text(
+        'id = "broken"\ntitle = "no local command"\n[grader]\nimage = "nope:latest"\n'
+    )
+    wide = {**cli_env, "COLUMNS": "400"}  # keep rich from wrapping the error cell
+    done = run_cli(["demo", "--examples", str(examples)], wide, timeout=300)
+    assert done.returncode == 1
+    assert "local_command is required" in done.stdout
+    assert done.stdout.count("✓") == 6
+
+
 def test_shim_build_reports_the_verified_binary(cli_env: dict[str, str]) -> None:
     done = run_cli(["shim", "build", "--no-image"], cli_env)
     assert done.returncode == 0, done.stderr[-2000:]
