@@ -20,7 +20,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from moto.server import ThreadedMotoServer
 
 from gradeflow import load_assignment
 from gradeflow._shim_build import ShimArtifact
@@ -36,15 +35,8 @@ EXAMPLES = REPO / "examples"
 
 
 @pytest.fixture(autouse=True)
-def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Nothing here may find, or reach with, real AWS credentials."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+def _no_real_aws(no_real_aws: None) -> None:
+    """Every test here runs with dummy AWS credentials (see tests/conftest.py)."""
 
 
 def client(service: str, endpoint: str | None = None) -> Any:
@@ -168,15 +160,6 @@ def make_job(
         shim=shim,
         submission_url=url,
     )
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
