@@ -53,12 +53,15 @@ def shim_artifact(session_dir: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def gradeflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("gradeflow-home")
+def gradeflow_home(session_dir: Path) -> Path:
+    """A fresh GRADEFLOW_HOME that uid 65534 can traverse.
+
+    Under the session's own 0755 directory, not pytest's basetemp: pytest
+    resets ``/tmp/pytest-of-<user>`` to 0700 whenever a pytest starts, which
+    would lock graders out of their run directories mid-session.
+    """
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=session_dir))
     home.chmod(0o755)
-    for parent in home.parents:
-        if str(parent).startswith(tempfile.gettempdir()) and parent != Path(tempfile.gettempdir()):
-            parent.chmod(0o755)
     return home
 
 
