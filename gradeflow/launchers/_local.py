@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import stat
@@ -216,7 +217,7 @@ class LocalLauncher(Launcher):
         child = _children.get(handle.run_key)
         if child is not None:
             try:
-                child.wait(timeout=timeout_s)
+                _wait_child(child, timeout_s)
                 return
             except subprocess.TimeoutExpired:
                 self.stop(handle)
@@ -314,6 +315,27 @@ class LocalLauncher(Launcher):
         if self._alive(handle) or Path(_paths(run_dir).envelope).exists():
             return handle
         return None  # started once but died without a trace: start afresh
+
+
+def _wait_child(child: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait for ``child`` to exit, waking the moment it does.
+
+    ``Popen.wait(timeout=...)`` polls with a backoff of up to 50 ms, which was
+    about 40 ms of every run's latency (measured); a pidfd becomes readable
+    exactly when the process exits.
+    """
+    try:
+        pidfd = os.pidfd_open(child.pid)
+    except (AttributeError, OSError):  # kernel < 5.3, or already reaped
+        child.wait(timeout=timeout_s)
+        return
+    try:
+        readable, _, _ = select.select([pidfd], [], [], timeout_s)
+    finally:
+        os.close(pidfd)
+    if not readable:
+        raise subprocess.TimeoutExpired(child.args, timeout_s)
+    child.wait()
 
 
 def _paths(run_dir: Path) -> SandboxPaths:
