@@ -1,7 +1,8 @@
-"""The agent's image: the base Python image plus three stdlib-only modules.
+"""The agent's image: the base Python image plus four stdlib-only modules.
 
-``gradeflow/agent.py`` imports only the standard library and the real safe
-unpacker (``_archives.py``, which needs ``_errors.py``), so the image holds
+``gradeflow/agent.py`` imports only the standard library, the real safe
+unpacker (``_archives.py``, which needs ``_errors.py``) and the results
+reader the local backend uses (``_result_files.py``), so the image holds
 exactly those and an empty ``gradeflow/__init__.py`` in the interpreter's
 dist-packages -- no pip, no pydantic, nothing else from the flow host. The
 tag is the sha256 of those files, so a changed agent is a new tag and a task
@@ -21,7 +22,7 @@ from ._errors import ConfigurationError, InfraError
 __all__ = ["AGENT_IMAGE_REPOSITORY", "AGENT_MODULES", "agent_image_tag", "build_agent_image"]
 
 AGENT_IMAGE_REPOSITORY = "gradeflow/agent"
-AGENT_MODULES = ("agent.py", "_archives.py", "_errors.py")
+AGENT_MODULES = ("agent.py", "_archives.py", "_errors.py", "_result_files.py")
 _BASE = "gradeflow/base-python:bookworm"
 _SITE = "/usr/lib/python3/dist-packages/gradeflow"
 _DOCKERFILE = f"""FROM {_BASE}

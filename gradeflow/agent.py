@@ -46,7 +46,6 @@ import hashlib
 import io
 import json
 import os
-import stat
 import sys
 import tarfile
 import tempfile
@@ -59,6 +58,7 @@ from typing import Any
 
 from gradeflow._archives import ArchiveLimits, unpack_submission
 from gradeflow._errors import InvalidSubmission
+from gradeflow._result_files import MAX_RESULT_FILE_BYTES, read_result_files
 
 __all__ = ["AgentConfig", "AgentLayout", "main", "run_agent"]
 
@@ -66,8 +66,6 @@ MANIFEST_VERSION = 1
 UPLOAD_NAMES = ("ready", "envelope", "stdout", "stderr", "results", "manifest")
 GRADER_UID = 65534
 _TAIL_BYTES = 64 << 10
-_MAX_RESULT_FILES = 32
-_MAX_RESULT_FILE_BYTES = 4 << 20
 _STARTED_WAIT_S = 15.0
 _HTTP_TIMEOUT_S = 60.0
 
@@ -265,38 +263,17 @@ def _upload_outputs(
         "results": _results_tar(config.layout.results, config.layout.result_files),
     }
     if envelope:
-        blobs["envelope"] = (shim_dir / "envelope.json").read_bytes()[:_MAX_RESULT_FILE_BYTES]
+        blobs["envelope"] = (shim_dir / "envelope.json").read_bytes()[:MAX_RESULT_FILE_BYTES]
     for name, data in blobs.items():
         send(config.uploads[name], data)
         manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
 def _results_tar(results_dir: Path, wanted: tuple[str, ...] | None = None) -> bytes:
-    """Regular top-level files of the results dir, never following the grader's links.
-
-    ``wanted`` names the only files taken (a results directory shared with
-    other files, like Coursera's ``/shared``); None: any.
-    """
+    """The results files (read as the flow host would read them) as one tar."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        try:
-            names = sorted(os.listdir(results_dir))
-        except FileNotFoundError:
-            names = []
-        if wanted is not None:
-            names = [name for name in names if name in wanted]
-        for name in names[:_MAX_RESULT_FILES]:
-            try:
-                fd = os.open(results_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
-                continue  # a symlink, a FIFO the grader left, or vanished
-            with os.fdopen(fd, "rb") as handle:
-                info = os.fstat(handle.fileno())
-                if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-                    continue
-                if info.st_size > _MAX_RESULT_FILE_BYTES:
-                    continue
-                data = handle.read(_MAX_RESULT_FILE_BYTES)
+        for name, data in read_result_files(results_dir, wanted).items():
             member = tarfile.TarInfo(name)
             member.size = len(data)
             member.mode = 0o444

@@ -23,19 +23,18 @@ from typing import ClassVar
 
 from .._assignment import Assignment
 from .._models import Backend, GraderIdentity, ShimEnvelope
+from .._result_files import MAX_RESULT_FILE_BYTES, MAX_RESULT_FILES
 from .._shim_build import ShimArtifact
 
 __all__ = [
     "GRADER_ENV_DEFAULTS",
+    "MAX_RESULT_FILES",
     "MAX_RESULT_FILE_BYTES",
     "GradingJob",
     "LaunchHandle",
     "Launcher",
     "RunOutput",
 ]
-
-MAX_RESULT_FILE_BYTES = 4 << 20
-"""Larger results files are not read: a hostile grader must not exhaust the flow host."""
 
 GRADER_ENV_DEFAULTS = {"LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 

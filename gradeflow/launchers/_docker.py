@@ -108,7 +108,14 @@ from .._errors import ConfigurationError, InfraError, InvalidSubmission
 from .._layouts import LAYOUTS, LayoutPaths, SubmissionInfo, layout_for
 from .._models import Backend, GraderIdentity, LayoutName, Limits, ShimEnvelope
 from .._sandbox import CONTAINER_ROOT, GRADER_UID, SandboxPaths, shim_command
-from ._base import MAX_RESULT_FILE_BYTES, GradingJob, Launcher, LaunchHandle, RunOutput
+from ._base import (
+    MAX_RESULT_FILE_BYTES,
+    MAX_RESULT_FILES,
+    GradingJob,
+    Launcher,
+    LaunchHandle,
+    RunOutput,
+)
 
 __all__ = [
     "CREATED_LABEL",
@@ -132,7 +139,6 @@ DEFAULT_GRADER_DIR = "/grader"
 _CAPABILITIES = ["SETUID", "SETGID", "SETPCAP", "KILL"]
 _TMPFS_OPTIONS = "rw,nosuid,nodev,uid={uid},gid={uid},mode=0700"
 _TAIL_BYTES = 8 << 10
-_MAX_RESULT_FILES = 32
 _MAX_ENVELOPE_BYTES = 1 << 20
 _MAX_ARCHIVE_BYTES = 512 << 20
 """Stop reading a get_archive stream past this: a grader cannot make the flow host read forever."""
@@ -825,7 +831,7 @@ def _read_tar(stream: io.RawIOBase) -> dict[str, dict[str, bytes]]:
             if len(parts) != 3 or parts[1] not in files or not member.isreg():
                 continue  # the submission, the shim binary, directories, links, FIFOs
             where, name = files[parts[1]], parts[2]
-            if len(where) >= _MAX_RESULT_FILES:
+            if len(where) >= MAX_RESULT_FILES:
                 continue
             if parts[1] == "shim" and name in _TAILED:
                 where[name] = _tail_of(tar, member)
@@ -847,7 +853,7 @@ def _read_results_tar(stream: io.RawIOBase, wanted: tuple[str, ...] | None) -> d
     with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as tar:
         for member in tar:
             parts = PurePosixPath(member.name).parts
-            if len(parts) != 2 or not member.isreg() or len(files) >= _MAX_RESULT_FILES:
+            if len(parts) != 2 or not member.isreg() or len(files) >= MAX_RESULT_FILES:
                 continue
             if (wanted is None or parts[1] in wanted) and member.size <= MAX_RESULT_FILE_BYTES:
                 files[parts[1]] = _read_member(tar, member)

@@ -68,7 +68,14 @@ from .._models import Backend, GraderIdentity, ShimEnvelope
 from .._settings import Settings
 from .._shim_image import SHIM_IMAGE_REPOSITORY
 from ..storage import ObjectStore, submissions_prefix
-from ._base import MAX_RESULT_FILE_BYTES, GradingJob, Launcher, LaunchHandle, RunOutput
+from ._base import (
+    MAX_RESULT_FILE_BYTES,
+    MAX_RESULT_FILES,
+    GradingJob,
+    Launcher,
+    LaunchHandle,
+    RunOutput,
+)
 
 __all__ = [
     "EcsConfig",
@@ -92,7 +99,6 @@ _MISSING_GRACE_S = 30.0
 _MAX_RUN_TASK_S = 120.0
 _MAX_MANIFEST_BYTES = 1 << 20
 _RESULTS_TAR_BYTES = 40 << 20
-_MAX_RESULT_FILES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -721,7 +727,7 @@ def _untar_results(data: bytes, notes: list[str]) -> dict[str, bytes]:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for member in tar:
-                if len(files) >= _MAX_RESULT_FILES:
+                if len(files) >= MAX_RESULT_FILES:
                     break
                 if not member.isreg() or "/" in member.name or member.size > MAX_RESULT_FILE_BYTES:
                     continue

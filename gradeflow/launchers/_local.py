@@ -43,13 +43,13 @@ from .._assignment import Assignment
 from .._errors import ConfigurationError, InfraError, InvalidSubmission
 from .._layouts import LAYOUTS, LayoutPaths, SubmissionInfo, layout_for
 from .._models import Backend, GraderIdentity, LayoutName, ShimEnvelope
+from .._result_files import read_result_files
 from .._sandbox import SandboxPaths, shim_command
-from ._base import MAX_RESULT_FILE_BYTES, GradingJob, Launcher, LaunchHandle, RunOutput
+from ._base import GradingJob, Launcher, LaunchHandle, RunOutput
 
 __all__ = ["LocalLauncher"]
 
 _TAIL_BYTES = 8 << 10
-_MAX_RESULT_FILES = 32
 _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MOUNT_SCRIPT = (
     'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"'
@@ -274,7 +274,7 @@ class LocalLauncher(Launcher):
             notes.append(f"the shim's envelope is unreadable: {exc}")
         return RunOutput(
             envelope=envelope,
-            results_files=_read_results(
+            results_files=read_result_files(
                 _host(run_dir, layout_paths, layout_paths.results), layout_paths.result_files
             ),
             stdout_tail=_tail(Path(paths.stdout)),
@@ -421,36 +421,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def _read_results(results_dir: Path, wanted: tuple[str, ...] | None = None) -> dict[str, bytes]:
-    """Regular files at the top of the results dir, never following the grader's links.
-
-    ``wanted`` names the only files to read (a layout whose results directory
-    is shared with other files, like Coursera's ``/shared``); None: any.
-    """
-    files: dict[str, bytes] = {}
-    try:
-        names = sorted(os.listdir(results_dir))
-    except FileNotFoundError:
-        return files
-    if wanted is not None:
-        names = [name for name in names if name in wanted]
-    for name in names[:_MAX_RESULT_FILES]:
-        try:
-            fd = os.open(results_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            continue  # a symlink, a FIFO the grader left, or vanished
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not _is_plain_file(info) or info.st_size > MAX_RESULT_FILE_BYTES:
-                continue
-            files[name] = handle.read(MAX_RESULT_FILE_BYTES)
-    return files
-
-
-def _is_plain_file(info: os.stat_result) -> bool:
-    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1
 
 
 def _tail(path: Path) -> str:

@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
+from gradeflow._ecs_agent_image import AGENT_MODULES
 from gradeflow.agent import UPLOAD_NAMES, AgentConfig, run_agent
 from gradeflow.storage import S3Store
 
 PACKAGE = Path(__file__).resolve().parents[2] / "gradeflow"
-AGENT_MODULES = ("agent.py", "_archives.py", "_errors.py")
 
 
 def test_the_agent_runs_on_the_standard_library_alone(tmp_path: Path) -> None:
-    """As in its image: the three modules and an empty package, no site-packages."""
+    """As in its image: exactly its modules and an empty package, no site-packages."""
     package = tmp_path / "gradeflow"
     package.mkdir()
     (package / "__init__.py").write_text("")
