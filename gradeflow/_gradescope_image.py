@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ._archives import ArchiveLimits, unpack_submission
-from ._errors import ConfigurationError, InfraError, InvalidSubmission
-from ._images import BuiltImage
+from ._errors import ConfigurationError, InvalidSubmission
+from ._images import BuiltImage, build_image
 
 __all__ = [
     "AUTOGRADER_LIMITS",
@@ -127,30 +127,19 @@ def build_gradescope_image(
         ConfigurationError: a bad zip or reference (see `gradescope_build_context`).
         InfraError: the build failed (``setup.sh`` exited non-zero, no base image).
     """
-    import docker.errors
-
     if not _IMAGE_REFERENCE.match(tag):
         raise ConfigurationError(f"not an image tag: {tag!r}")
     context = gradescope_build_context(autograder_zip, base_image)
-    try:
-        image, _ = client.images.build(
-            fileobj=io.BytesIO(context),
-            custom_context=True,
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            nocache=rebuild,
-            network_mode="host",
-            labels={"org.gradeflow.autograder": autograder_zip.name},
-        )
-    except docker.errors.BuildError as exc:
-        log = "".join(str(part.get("stream", part.get("error", ""))) for part in exc.build_log)
-        raise InfraError(
-            f"building {tag} from {autograder_zip} on {base_image} failed: {exc.msg}\n{log[-2000:]}"
-        ) from exc
-    except docker.errors.DockerException as exc:
-        raise InfraError(f"building {tag} from {autograder_zip} failed: {exc}") from exc
-    return BuiltImage(tag, str(image.id), built=True)
+    return build_image(
+        client,
+        tag,
+        what=f"{tag} from {autograder_zip} on {base_image}",
+        rebuild=rebuild,
+        labels={"org.gradeflow.autograder": autograder_zip.name},
+        base_image=base_image,
+        fileobj=io.BytesIO(context),
+        custom_context=True,
+    )
 
 
 def _unpack(autograder_zip: Path, dest: Path) -> None:

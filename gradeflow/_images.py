@@ -35,6 +35,7 @@ __all__ = [
     "apt_mirror",
     "build_assignment_image",
     "build_base_image",
+    "build_image",
     "image_exists",
 ]
 
@@ -168,30 +169,60 @@ def build_assignment_image(
         ConfigurationError: no image declared, no Dockerfile, or its base is missing.
         InfraError: the build failed.
     """
-    import docker.errors
-
     assignment = load_assignment(assignment_dir)
     tag = assignment.grader.image
     if not tag:
         raise ConfigurationError(f"{assignment.root}: [grader] image is not set")
     if not (assignment.root / "Dockerfile").is_file():
         raise ConfigurationError(f"{assignment.root}: no Dockerfile to build {tag} from")
+    return build_image(
+        client,
+        tag,
+        what=tag,
+        rebuild=rebuild,
+        labels={"org.gradeflow.assignment": assignment.id},
+        path=str(assignment.root),
+    )
+
+
+def build_image(
+    client: Any,
+    tag: str,
+    *,
+    what: str,
+    rebuild: bool,
+    labels: dict[str, str],
+    base_image: str = BASE_IMAGE,
+    **source: Any,
+) -> BuiltImage:
+    """Build ``tag`` from ``source`` (``path=`` or ``fileobj=`` + ``custom_context=``).
+
+    Host networking, since the engine here has no bridge and a Dockerfile may
+    install packages; the engine's layer cache unless ``rebuild``. Build
+    failures carry the end of the build log, and a hint when the base image
+    is what is missing.
+
+    Raises:
+        InfraError: the build failed; ``what`` names it in the message.
+    """
+    import docker.errors
+
     try:
         image, _ = client.images.build(
-            path=str(assignment.root),
             tag=tag,
             rm=True,
             forcerm=True,
             nocache=rebuild,
             network_mode="host",
-            labels={"org.gradeflow.assignment": assignment.id},
+            labels=labels,
+            **source,
         )
     except docker.errors.BuildError as exc:
         log = "".join(str(part.get("stream", part.get("error", ""))) for part in exc.build_log)
         hint = ""
-        if BASE_IMAGE in log or "pull access denied" in log:
+        if base_image == BASE_IMAGE and (BASE_IMAGE in log or "pull access denied" in log):
             hint = f" (is {BASE_IMAGE} built? run `gradeflow image base`)"
-        raise InfraError(f"building {tag} failed{hint}: {exc.msg}\n{log[-2000:]}") from exc
+        raise InfraError(f"building {what} failed{hint}: {exc.msg}\n{log[-2000:]}") from exc
     except docker.errors.DockerException as exc:
-        raise InfraError(f"building {tag} failed: {exc}") from exc
+        raise InfraError(f"building {what} failed: {exc}") from exc
     return BuiltImage(tag, str(image.id), built=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from .._archives import ArchiveLimits, unpack_submission
 from .._assignment import Assignment
 from .._models import Backend, GraderIdentity, ShimEnvelope
 from .._result_files import MAX_RESULT_FILE_BYTES, MAX_RESULT_FILES
@@ -53,6 +54,20 @@ class GradingJob:
     shim: ShimArtifact
     submission_url: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+
+    def unpack_submission(self, dest: Path) -> None:
+        """Unpack the verified submission into ``dest`` under the assignment's limits.
+
+        Raises:
+            InvalidSubmission: the archive broke a rule; nothing is left in ``dest``.
+        """
+        unpack_submission(
+            self.submission_file,
+            dest,
+            filename=self.submission_filename,
+            limits=ArchiveLimits.from_limits(self.assignment.limits),
+        )
+
     student: str | None = None
     """The student, for graders that are told who submitted (coursera userId, gradescope users)."""
 

@@ -102,7 +102,6 @@ from docker.models.containers import Container
 from docker.models.images import Image
 from docker.types import LogConfig, Mount
 
-from .._archives import ArchiveLimits, unpack_submission
 from .._assignment import Assignment, GraderSpec
 from .._errors import ConfigurationError, InfraError, InvalidSubmission
 from .._layouts import LAYOUTS, LayoutPaths, SubmissionInfo, layout_for
@@ -310,12 +309,7 @@ class DockerLauncher(Launcher):
             with tempfile.TemporaryDirectory(prefix="gradeflow-submission-") as scratch:
                 submission = Path(scratch) / "submission"
                 try:
-                    unpack_submission(
-                        job.submission_file,
-                        submission,
-                        filename=job.submission_filename,
-                        limits=ArchiveLimits.from_limits(job.assignment.limits),
-                    )
+                    job.unpack_submission(submission)
                 except InvalidSubmission:
                     self.stop(handle)
                     raise

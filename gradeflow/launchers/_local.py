@@ -38,7 +38,6 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from .._archives import ArchiveLimits, unpack_submission
 from .._assignment import Assignment
 from .._errors import ConfigurationError, InfraError, InvalidSubmission
 from .._layouts import LAYOUTS, LayoutPaths, SubmissionInfo, layout_for
@@ -176,12 +175,7 @@ class LocalLauncher(Launcher):
             submission = _host(run_dir, layout_paths, layout_paths.submission)
             if not submission.exists():
                 try:
-                    unpack_submission(
-                        job.submission_file,
-                        submission,
-                        filename=job.submission_filename,
-                        limits=ArchiveLimits.from_limits(job.assignment.limits),
-                    )
+                    job.unpack_submission(submission)
                 except InvalidSubmission:
                     self.stop(handle)
                     raise
