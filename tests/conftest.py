@@ -15,10 +15,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from gradeflow import GradeRequest, GradeResult, Settings
+from gradeflow._shim_build import ShimArtifact
+from gradeflow.launchers import Launcher
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -41,7 +46,7 @@ def session_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def shim_artifact(session_dir: Path):  # type: ignore[no-untyped-def]
+def shim_artifact(session_dir: Path) -> ShimArtifact:
     """The shim built by gradeflow's own builder, once per session."""
     from gradeflow import build_shim
     from gradeflow._settings import default_shim_source
@@ -87,6 +92,55 @@ def no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture
+def settings(gradeflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """gradeflow's settings with a fresh, private GRADEFLOW_HOME."""
+    monkeypatch.setenv("GRADEFLOW_HOME", str(gradeflow_home))
+    return Settings()
+
+
+@pytest.fixture
+def grade_file_with(
+    settings: Settings, shim_artifact: ShimArtifact, tmp_path: Path
+) -> Callable[..., GradeResult]:
+    """``grade_file_with(launcher, assignment_dir, submission, **request)``.
+
+    Grades one submission through the core pipeline (no Prefect) on
+    ``launcher``'s backend. ``submission`` is the file's text, written as
+    ``filename``, or a path; ``request`` adds GradeRequest fields.
+    """
+    from gradeflow._pipeline import grade
+    from gradeflow._runtime import open_store
+
+    store = open_store(settings)
+
+    def run(
+        launcher: Launcher,
+        assignment_dir: Path,
+        submission: str | Path = "print('hi')\n",
+        *,
+        submission_id: str = "s1",
+        filename: str = "submission.py",
+        **request: Any,
+    ) -> GradeResult:
+        if isinstance(submission, str):
+            path = tmp_path / filename
+            path.write_text(submission)
+        else:
+            path = submission
+        req = GradeRequest(
+            assignment=assignment_dir.name,
+            submission=submission_id,
+            submission_path=str(path),
+            assignment_dir=str(assignment_dir),
+            backend=launcher.name,
+            **request,
+        )
+        return grade(req, settings=settings, store=store, launcher=launcher, shim=shim_artifact)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gradeflow import GradeRequest, GradeResult, Settings
-from gradeflow._pipeline import grade
-from gradeflow._runtime import launcher_for, open_store
-from gradeflow._shim_build import ShimArtifact
+from gradeflow import GradeResult, Settings
+from gradeflow._runtime import launcher_for
 from gradeflow.launchers import GradingJob, LaunchHandle, LocalLauncher
 
 Grade = Callable[..., GradeResult]
@@ -24,12 +22,6 @@ class CountingLauncher(LocalLauncher):
     def launch(self, job: GradingJob) -> LaunchHandle:
         type(self).launches += 1
         return super().launch(job)
-
-
-@pytest.fixture
-def settings(gradeflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("GRADEFLOW_HOME", str(gradeflow_home))
-    return Settings()
 
 
 @pytest.fixture
@@ -54,32 +46,13 @@ def make_assignment(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def grade_file(settings: Settings, shim_artifact: ShimArtifact, tmp_path: Path) -> Grade:
-    """Grade a file (given its text or a path) against an assignment directory."""
+def grade_file(settings: Settings, grade_file_with: Callable[..., GradeResult]) -> Grade:
+    """Grade a file (given its text or a path) on a counting local launcher."""
     CountingLauncher.launches = 0
-    store = open_store(settings)
 
-    def run(
-        assignment_dir: Path,
-        submission: str | Path = "print('hi')\n",
-        *,
-        submission_id: str = "s1",
-        **request: object,
-    ) -> GradeResult:
-        if isinstance(submission, str):
-            path = tmp_path / "submission.py"
-            path.write_text(submission)
-        else:
-            path = submission
+    def run(assignment_dir: Path, *args: object, **kwargs: object) -> GradeResult:
         launcher = CountingLauncher(settings.runs_dir)
-        req = GradeRequest(
-            assignment=assignment_dir.name,
-            submission=submission_id,
-            submission_path=str(path),
-            assignment_dir=str(assignment_dir),
-            **request,  # type: ignore[arg-type]
-        )
-        return grade(req, settings=settings, store=store, launcher=launcher, shim=shim_artifact)
+        return grade_file_with(launcher, assignment_dir, *args, **kwargs)
 
     assert launcher_for("local", settings).name == "local"
     return run

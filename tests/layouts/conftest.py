@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gradeflow import GradeRequest, GradeResult, Settings
-from gradeflow._pipeline import grade
-from gradeflow._runtime import open_store
-from gradeflow._shim_build import ShimArtifact
+from gradeflow import GradeResult, Settings
 from gradeflow.launchers import LocalLauncher
 
 Grade = Callable[..., GradeResult]
@@ -25,12 +22,6 @@ MakeAssignment = Callable[..., Path]
 as_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="the coursera/gradescope layouts and the uid drop need root"
 )
-
-
-@pytest.fixture
-def settings(gradeflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("GRADEFLOW_HOME", str(gradeflow_home))
-    return Settings()
 
 
 @pytest.fixture
@@ -73,9 +64,8 @@ def make_assignment(tmp_path: Path) -> MakeAssignment:
 
 
 @pytest.fixture
-def grade_file(settings: Settings, shim_artifact: ShimArtifact, tmp_path: Path) -> Grade:
+def grade_file(settings: Settings, grade_file_with: Callable[..., GradeResult]) -> Grade:
     """Grade a submission (its text, or a path) as student ``alice``."""
-    store = open_store(settings)
 
     def run(
         assignment_dir: Path,
@@ -84,19 +74,10 @@ def grade_file(settings: Settings, shim_artifact: ShimArtifact, tmp_path: Path) 
         submission_id: str = "s1",
         student: str | None = "alice",
     ) -> GradeResult:
-        if isinstance(submission, str):
-            path = tmp_path / "submitted.py"
-            path.write_text(submission)
-        else:
-            path = submission
-        request = GradeRequest(
-            assignment=assignment_dir.name,
-            submission=submission_id,
-            student=student,
-            submission_path=str(path),
-            assignment_dir=str(assignment_dir),
-        )
         launcher = LocalLauncher(settings.runs_dir)
-        return grade(request, settings=settings, store=store, launcher=launcher, shim=shim_artifact)
+        return grade_file_with(
+            launcher, assignment_dir, submission,
+            submission_id=submission_id, student=student, filename="submitted.py",
+        )  # fmt: skip
 
     return run

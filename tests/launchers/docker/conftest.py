@@ -21,11 +21,8 @@ import docker
 import docker.errors
 import pytest
 
-from gradeflow import GradeRequest, GradeResult, Settings
+from gradeflow import GradeResult
 from gradeflow._images import BASE_IMAGE, build_assignment_image, build_base_image
-from gradeflow._pipeline import grade
-from gradeflow._runtime import open_store
-from gradeflow._shim_build import ShimArtifact
 from gradeflow.launchers._docker import MANAGED_LABEL, DockerLauncher
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -132,35 +129,17 @@ def docker_launcher(docker_client: docker.DockerClient) -> DockerLauncher:
 
 @pytest.fixture
 def grade_docker(
-    settings: Settings,
-    shim_artifact: ShimArtifact,
-    tmp_path: Path,
+    grade_file_with: Callable[..., GradeResult],
     docker_launcher: DockerLauncher,
     grader_images: list[str],
 ) -> GradeDocker:
     """Grade a file (its text or a path) through the core pipeline on the docker backend."""
-    store = open_store(settings)
 
     def run(
-        assignment_dir: Path,
-        submission: str | Path = "print('hi')\n",
-        *,
-        submission_id: str = "s1",
+        assignment_dir: Path, submission: str | Path = "print('hi')\n", *, submission_id: str = "s1"
     ) -> GradeResult:
-        if isinstance(submission, str):
-            path = tmp_path / "submission.py"
-            path.write_text(submission)
-        else:
-            path = submission
-        request = GradeRequest(
-            assignment=assignment_dir.name,
-            submission=submission_id,
-            submission_path=str(path),
-            assignment_dir=str(assignment_dir),
-            backend="docker",
-        )
-        return grade(
-            request, settings=settings, store=store, launcher=docker_launcher, shim=shim_artifact
+        return grade_file_with(
+            docker_launcher, assignment_dir, submission, submission_id=submission_id
         )
 
     return run
