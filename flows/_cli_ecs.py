@@ -20,7 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gradeflow import ConfigurationError, GradeflowError, Settings
+from flows._cli_image import docker_client_or_exit, exit_for, image_app
+from gradeflow import GradeflowError, Settings
 
 __all__ = ["aws_app", "register"]
 
@@ -30,14 +31,9 @@ _err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``aws`` to the main CLI, and ``agent`` under ``image`` when that group exists."""
+    """Add ``aws`` to the main CLI and ``agent`` to the ``image`` group."""
     app.add_typer(aws_app, name="aws")
-    try:
-        from flows._cli_image import image_app
-    except ImportError:  # the docker tooling is absent: keep the command under aws
-        aws_app.command("agent-image")(image_agent)
-    else:
-        image_app.command("agent")(image_agent)
+    image_app.command("agent")(image_agent)
 
 
 @aws_app.command("check")
@@ -73,20 +69,11 @@ def image_agent(
     rebuild: Annotated[bool, typer.Option(help="Build even if the tag exists.")] = False,
 ) -> None:
     """Build the ecs agent's image (no registry involved; push it to ECR yourself)."""
-    import docker
-    import docker.errors
-
     from gradeflow._ecs_agent_image import build_agent_image
 
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        _err.print(f"[red]error:[/] no Docker engine answers: {exc}")
-        raise typer.Exit(2) from None
+    client = docker_client_or_exit()
     try:
         tag, built = build_agent_image(client, rebuild=rebuild)
     except GradeflowError as exc:
-        _err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
+        raise exit_for(exc) from None
     _out.print(f"{tag}: {'built' if built else 'exists'}")

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from gradeflow import ConfigurationError, GradeflowError
 
-__all__ = ["image_app", "register"]
+__all__ = ["docker_client_or_exit", "exit_for", "image_app", "register"]
 
 image_app = typer.Typer(no_args_is_help=True, help="Grader images for the docker backend.")
 _out = Console()
@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep)
 
 
-def _client() -> Any:
+def docker_client_or_exit() -> Any:
+    """A docker SDK client, or exit 2 saying no engine answers."""
     import docker
     import docker.errors
 
@@ -50,7 +51,8 @@ def _client() -> Any:
     return client
 
 
-def _fail(exc: GradeflowError) -> typer.Exit:
+def exit_for(exc: GradeflowError) -> typer.Exit:
+    """Report ``exc``; exit 2 for configuration errors, 1 for the rest."""
     _err.print(f"[red]error:[/] {exc}")
     return typer.Exit(2 if isinstance(exc, ConfigurationError) else 1)
 
@@ -66,9 +68,9 @@ def image_base(
     from gradeflow._images import build_base_image
 
     try:
-        built = build_base_image(_client(), mirror=mirror, rebuild=rebuild)
+        built = build_base_image(docker_client_or_exit(), mirror=mirror, rebuild=rebuild)
     except GradeflowError as exc:
-        raise _fail(exc) from None
+        raise exit_for(exc) from None
     _out.print(f"{built.tag}: {'built' if built.built else 'exists'} ({built.image_id[:19]})")
 
 
@@ -111,9 +113,9 @@ def image_build(
         _err.print("[red]error:[/] give ASSIGNMENT_DIR, or --gradescope AUTOGRADER.zip --tag TAG")
         raise typer.Exit(2)
     try:
-        built = build_assignment_image(_client(), assignment_dir, rebuild=rebuild)
+        built = build_assignment_image(docker_client_or_exit(), assignment_dir, rebuild=rebuild)
     except GradeflowError as exc:
-        raise _fail(exc) from None
+        raise exit_for(exc) from None
     _out.print(f"{built.tag}: built ({built.image_id[:19]})")
 
 
@@ -124,10 +126,10 @@ def _build_gradescope(autograder_zip: Path, tag: str, base: str | None, *, rebui
     base_image = base or Settings().gradescope_base_image
     try:
         built = build_gradescope_image(
-            _client(), autograder_zip, tag=tag, base_image=base_image, rebuild=rebuild
+            docker_client_or_exit(), autograder_zip, tag=tag, base_image=base_image, rebuild=rebuild
         )
     except GradeflowError as exc:
-        raise _fail(exc) from None
+        raise exit_for(exc) from None
     _out.print(f"{built.tag}: built from {autograder_zip.name} on {base_image} "
                f"({built.image_id[:19]})")  # fmt: skip
 
@@ -141,9 +143,9 @@ def sweep(
     from gradeflow.launchers._docker_sweep import sweep as sweep_core
 
     try:
-        report = sweep_core(_client(), older_than_s=older_than)
+        report = sweep_core(docker_client_or_exit(), older_than_s=older_than)
     except GradeflowError as exc:
-        raise _fail(exc) from None
+        raise exit_for(exc) from None
     _out.print(f"removed {len(report.containers)} container(s), {len(report.volumes)} volume(s)")
     for name in (*report.containers, *report.volumes):
         _out.print(f"  {name}")
